@@ -43,6 +43,7 @@ struct rv_bio {
     /* backend-private progress state */
     uint32_t done;              /* bytes finished so far (short I/O is resubmitted) */
     uint8_t direct;             /* issued on the O_DIRECT descriptor */
+    uint8_t stage;              /* multi-step operations (fallocate, then fdatasync for FUA) */
     struct rv_backend *be;
     struct rv_loop *loop;
 };

@@ -1,0 +1,311 @@
+/* main.c - repvold: serve one volume (an image file) over NBD.
+ *
+ * Start-up order matters for the localhost-NBD deadlock: the daemon may
+ * serve a file system mounted on this very host, so before serving it marks
+ * itself as an I/O flusher (PR_SET_IO_FLUSHER: its own allocations don't
+ * recurse into file system reclaim), preallocates every request buffer and
+ * locks its memory (mlockall), so completing a write never waits on reclaim
+ * that waits on that write. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "repvol/frontend.h"
+#include "repvol/log.h"
+#include "repvol/loop.h"
+#include "repvol/util.h"
+#include "repvol/volume.h"
+
+#ifndef PR_SET_IO_FLUSHER
+#define PR_SET_IO_FLUSHER 57
+#endif
+
+#if defined(__SANITIZE_ADDRESS__)
+#define RV_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RV_ASAN 1
+#endif
+#endif
+
+#define MAX_LISTEN 8
+
+struct daemon {
+    struct rv_loop loop;
+    struct rv_volume vol;
+    struct rv_frontend *nbd;
+    int sigfd;
+    struct signalfd_siginfo siginfo;
+    struct rv_op sig_op;
+    bool shutting_down;
+    int exit_code;
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"Usage: repvold --volume PATH.img --listen ADDR [--listen ADDR...] [options]\n"
+"\n"
+"Serve a repvol volume (an image made by 'repvol create') over NBD.\n"
+"Runs in the foreground; SIGTERM or SIGINT stops it cleanly: requests already\n"
+"received complete and are answered, the image is flushed and marked clean.\n"
+"\n"
+"  -v, --volume PATH        the image file\n"
+"  -l, --listen ADDR        unix:/path/to.sock or tcp:HOST:PORT (repeatable)\n"
+"      --export-name NAME   name announced to NBD_OPT_LIST (default: volume name);\n"
+"                           clients may also ask for the empty name\n"
+"      --cache MODE         direct (default): O_DIRECT for aligned I/O;\n"
+"                           buffered: through the page cache\n"
+"      --readonly           refuse writes\n"
+"      --max-request SIZE   largest read/write accepted (default 32M)\n"
+"      --buffer-mem SIZE    memory preallocated for request buffers (default 64M)\n"
+"      --max-connections N  (default 64)\n"
+"      --max-inflight N     requests in flight per connection (default 128)\n"
+"      --no-mlock           don't lock memory (not recommended when a file system\n"
+"                           on this host is mounted from the volume)\n"
+"      --pidfile FILE       write the daemon's pid\n"
+"      --log-level LEVEL    error, warn, info (default) or debug\n"
+"  -h, --help               this text\n"
+"\n"
+"Durability: a write is answered once the image file has it (page cache or\n"
+"device); FUA writes and FLUSH are answered once on stable storage.\n");
+}
+
+static void on_signal(struct rv_op *op, int res);
+
+static void arm_signal(struct daemon *d)
+{
+    d->sig_op.fn = on_signal;
+    struct io_uring_sqe *sqe = rv_loop_sqe(&d->loop, &d->sig_op);
+    io_uring_prep_read(sqe, d->sigfd, &d->siginfo, sizeof d->siginfo, 0);
+}
+
+static void frontend_drained(struct rv_frontend *fe)
+{
+    struct daemon *d = fe->owner;
+    rv_info("all requests answered; flushing the image");
+    rv_loop_stop(&d->loop);
+}
+
+static void on_signal(struct rv_op *op, int res)
+{
+    struct daemon *d = RV_CONTAINER_OF(op, struct daemon, sig_op);
+    if (res != (int)sizeof d->siginfo) {
+        if (res < 0 && res != -EINTR && res != -EAGAIN)
+            rv_err("reading signals: %s", strerror(-res));
+        arm_signal(d);
+        return;
+    }
+    int sig = (int)d->siginfo.ssi_signo;
+    if (d->shutting_down) {
+        rv_warn("signal %d again: still waiting for %u request(s) to finish",
+                sig, d->nbd->ops->inflight(d->nbd));
+    } else {
+        d->shutting_down = true;
+        rv_info("signal %d (%s): shutting down, finishing %u request(s) in flight", sig,
+                strsignal(sig), d->nbd->ops->inflight(d->nbd));
+        d->nbd->ops->shutdown(d->nbd);
+    }
+    arm_signal(d);
+}
+
+static int write_pidfile(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f || fprintf(f, "%ld\n", (long)getpid()) < 0 || fclose(f) != 0) {
+        rv_err("pidfile %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void harden_memory(bool want_mlock, size_t pool_bytes)
+{
+    /* Without CAP_SYS_RESOURCE this fails; say so, the daemon still works. */
+    if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) < 0)
+        rv_warn("PR_SET_IO_FLUSHER: %s (reclaim may wait on this daemon)", strerror(errno));
+    if (!want_mlock)
+        return;
+#ifdef RV_ASAN
+    (void)pool_bytes;
+    rv_info("built with AddressSanitizer: not locking memory");
+#else
+    if (mlockall(MCL_CURRENT | MCL_FUTURE) < 0) {
+        char sz[32];
+        rv_warn("mlockall (%s of buffers): %s; memory not locked", rv_format_size(pool_bytes, sz, sizeof sz),
+                strerror(errno));
+    }
+#endif
+}
+
+int main(int argc, char **argv)
+{
+    enum { OPT_EXPORT = 256, OPT_CACHE, OPT_RO, OPT_MAXREQ, OPT_BUFMEM, OPT_MAXCONN,
+           OPT_MAXINFL, OPT_NOMLOCK, OPT_PIDFILE, OPT_LOGLEVEL };
+    static const struct option longopts[] = {
+        { "volume", required_argument, NULL, 'v' },
+        { "listen", required_argument, NULL, 'l' },
+        { "export-name", required_argument, NULL, OPT_EXPORT },
+        { "cache", required_argument, NULL, OPT_CACHE },
+        { "readonly", no_argument, NULL, OPT_RO },
+        { "max-request", required_argument, NULL, OPT_MAXREQ },
+        { "buffer-mem", required_argument, NULL, OPT_BUFMEM },
+        { "max-connections", required_argument, NULL, OPT_MAXCONN },
+        { "max-inflight", required_argument, NULL, OPT_MAXINFL },
+        { "no-mlock", no_argument, NULL, OPT_NOMLOCK },
+        { "pidfile", required_argument, NULL, OPT_PIDFILE },
+        { "log-level", required_argument, NULL, OPT_LOGLEVEL },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *volume = NULL, *export_name = NULL, *pidfile = NULL;
+    const char *listen[MAX_LISTEN + 1] = { NULL };
+    unsigned nlisten = 0;
+    struct rv_volume_opts vopts = {
+        .cache = RV_CACHE_DIRECT, .max_request = 32u << 20, .buffer_mem = 64u << 20,
+    };
+    struct rv_nbd_opts nopts = { .max_connections = 64, .max_inflight = 128 };
+    bool want_mlock = true;
+    enum rv_log_level level = RV_LOG_INFO;
+    uint64_t n;
+    int c;
+
+    rv_log_init(argv[0], level);
+    while ((c = getopt_long(argc, argv, "v:l:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'v': volume = optarg; break;
+        case 'l':
+            if (nlisten == MAX_LISTEN) {
+                fprintf(stderr, "repvold: at most %d --listen addresses\n", MAX_LISTEN);
+                return 2;
+            }
+            listen[nlisten++] = optarg;
+            break;
+        case OPT_EXPORT: export_name = optarg; break;
+        case OPT_CACHE:
+            if (rv_cache_mode_parse(optarg, &vopts.cache) < 0) {
+                fprintf(stderr, "repvold: --cache: '%s' is not direct or buffered\n", optarg);
+                return 2;
+            }
+            break;
+        case OPT_RO: vopts.readonly = true; break;
+        case OPT_MAXREQ:
+            if (rv_parse_size(optarg, &n) < 0 || n < 4096 || n > (256u << 20)) {
+                fprintf(stderr, "repvold: --max-request: '%s' is not a size from 4K to 256M\n", optarg);
+                return 2;
+            }
+            vopts.max_request = n;
+            break;
+        case OPT_BUFMEM:
+            if (rv_parse_size(optarg, &n) < 0 || n < (1u << 20)) {
+                fprintf(stderr, "repvold: --buffer-mem: '%s' is not a size of at least 1M\n", optarg);
+                return 2;
+            }
+            vopts.buffer_mem = n;
+            break;
+        case OPT_MAXCONN:
+        case OPT_MAXINFL: {
+            char *end;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (*end || v == 0 || v > 65536) {
+                fprintf(stderr, "repvold: '%s' is not a count from 1 to 65536\n", optarg);
+                return 2;
+            }
+            if (c == OPT_MAXCONN)
+                nopts.max_connections = v;
+            else
+                nopts.max_inflight = v;
+            break;
+        }
+        case OPT_NOMLOCK: want_mlock = false; break;
+        case OPT_PIDFILE: pidfile = optarg; break;
+        case OPT_LOGLEVEL:
+            if (!strcmp(optarg, "error")) level = RV_LOG_ERROR;
+            else if (!strcmp(optarg, "warn") || !strcmp(optarg, "warning")) level = RV_LOG_WARN;
+            else if (!strcmp(optarg, "info")) level = RV_LOG_INFO;
+            else if (!strcmp(optarg, "debug")) level = RV_LOG_DEBUG;
+            else {
+                fprintf(stderr, "repvold: --log-level: '%s' is not error, warn, info or debug\n", optarg);
+                return 2;
+            }
+            break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "repvold: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    if (!volume || nlisten == 0) {
+        fprintf(stderr, "repvold: --volume and at least one --listen are required\n");
+        usage(stderr);
+        return 2;
+    }
+    rv_log_init(argv[0], level);
+    signal(SIGPIPE, SIG_IGN);
+
+    static struct daemon d;   /* static: large (volume path buffers), lives as long as the process */
+    d.sigfd = -1;
+    int r = rv_loop_init(&d.loop, 1024);
+    if (r < 0)
+        return 1;
+    r = rv_volume_open(&d.vol, &d.loop, volume, &vopts);
+    if (r < 0) {
+        rv_loop_fini(&d.loop);
+        return 1;
+    }
+    harden_memory(want_mlock, d.vol.pool.total_bytes);
+
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    d.sigfd = signalfd(-1, &mask, SFD_CLOEXEC);
+    if (d.sigfd < 0) {
+        rv_err("signalfd: %s", strerror(errno));
+        goto out_volume;
+    }
+
+    nopts.listen = listen;
+    nopts.export_name = export_name ? export_name : d.vol.meta.name;
+    r = rv_nbd_frontend_create(&d.nbd, &d.vol, &d.loop, &nopts);
+    if (r < 0)
+        goto out_volume;
+    d.nbd->owner = &d;
+    d.nbd->drained = frontend_drained;
+    r = d.nbd->ops->start(d.nbd);
+    if (r < 0)
+        goto out_frontend;
+    if (pidfile && write_pidfile(pidfile) < 0) {
+        r = -1;
+        goto out_frontend;
+    }
+    arm_signal(&d);
+    r = rv_loop_run(&d.loop);
+    if (r < 0)
+        rv_err("event loop failed; shutting down");
+
+out_frontend:
+    d.nbd->ops->destroy(d.nbd);
+out_volume:
+    if (rv_volume_close(&d.vol) < 0 && r >= 0)
+        r = -EIO;
+    if (d.sigfd >= 0)
+        close(d.sigfd);
+    rv_loop_fini(&d.loop);
+    if (pidfile)
+        unlink(pidfile);
+    if (r >= 0)
+        rv_info("stopped cleanly");
+    return r < 0 ? 1 : 0;
+}
