@@ -78,6 +78,7 @@ static int run_command(const struct cli_cmd *cmd, int argc, char **argv)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
+        fprintf(stderr, "repvol: missing COMMAND\n\n");
         usage(stderr);
         return RV_EXIT_USAGE;
     }

@@ -135,7 +135,7 @@ static void harden_memory(bool want_mlock, size_t pool_bytes)
         return;
 #ifdef RV_ASAN
     (void)pool_bytes;
-    rv_info("built with AddressSanitizer: not locking memory");
+    rv_info("sanitizer build: not locking memory");
 #else
     if (mlockall(MCL_CURRENT | MCL_FUTURE) < 0) {
         char sz[32];

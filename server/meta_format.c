@@ -363,7 +363,7 @@ int rv_meta_fd_size(int fd, uint64_t *size)
         return 0;
     }
     if (S_ISBLK(st.st_mode)) {
-        uint64_t sz;
+        uint64_t sz = 0;
         if (ioctl(fd, BLKGETSIZE64, &sz) < 0)
             return -errno;
         *size = sz;
@@ -415,7 +415,7 @@ int rv_meta_read_fd_ex(int fd, struct rv_meta *m, char *why, size_t whylen)
 {
     memset(m, 0, sizeof *m);
     why_set(why, whylen, "%s", "");
-    uint64_t size;
+    uint64_t size = 0;
     int r = rv_meta_fd_size(fd, &size);
     if (r)
         return r;
@@ -448,7 +448,7 @@ int rv_meta_write_fd(int fd, const struct rv_meta *m)
     int r = rv_meta_encode(m, buf);
     if (r)
         return r;
-    uint64_t size;
+    uint64_t size = 0;
     r = rv_meta_fd_size(fd, &size);
     if (r)
         return r;

@@ -39,9 +39,11 @@ int rv_volume_open(struct rv_volume *v, struct rv_loop *loop, const char *path,
         v->meta_fd = -1;
         return e;
     }
-    int r = rv_meta_read_fd(v->meta_fd, &v->meta);
+    char why[RV_META_WHY_LEN] = "";
+    int r = rv_meta_read_fd_ex(v->meta_fd, &v->meta, why, sizeof why);
     if (r < 0) {
-        rv_err("volume %s: not a usable repvol image: %s", path, rv_meta_strerror(r));
+        rv_err("volume %s: not a usable repvol image: %s%s%s", path, rv_meta_strerror(r),
+               why[0] ? ": " : "", why);
         goto fail;
     }
     rv_uuid_format(v->meta.uuid, v->uuid_str);

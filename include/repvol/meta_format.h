@@ -185,12 +185,12 @@ struct rv_meta_layout {
  * <= -1000, so they never collide with -errno. */
 enum rv_meta_err {
     RV_META_ERR_TRUNCATED = -1000,  /* fewer than 4096 bytes (buffer or file) */
-    RV_META_ERR_MAGIC,              /* no magic: not a repvol image */
-    RV_META_ERR_VERSION,            /* format version this code doesn't know */
-    RV_META_ERR_CRC,                /* checksum mismatch: corrupted superblock */
-    RV_META_ERR_FIELD,              /* a field out of range / inconsistent */
-    RV_META_ERR_SIZE,               /* file size doesn't match the layout */
-    RV_META_ERR_NOTFILE,            /* not a regular file or block device */
+    RV_META_ERR_MAGIC     = -1001,  /* no magic: not a repvol image */
+    RV_META_ERR_VERSION   = -1002,  /* format version this code doesn't know */
+    RV_META_ERR_CRC       = -1003,  /* checksum mismatch: corrupted superblock */
+    RV_META_ERR_FIELD     = -1004,  /* a field out of range / inconsistent */
+    RV_META_ERR_SIZE      = -1005,  /* file size doesn't match the layout */
+    RV_META_ERR_NOTFILE   = -1006,  /* not a regular file or block device */
 };
 
 /* Room for the detail strings the *_ex functions produce. */
