@@ -36,4 +36,10 @@ const char *cli_version(void);
 int cmd_create(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 
+/* client/cmd_status.c */
+int cmd_status(int argc, char **argv);
+/* The control socket of VOLUME (a name or an image path), or `control` if
+ * given.  Prints an error and returns -errno on failure. */
+int cli_control_path(const char *prog, const char *volume, const char *control, char *out, size_t cap);
+
 #endif

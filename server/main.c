@@ -17,9 +17,11 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "repvol/control.h"
 #include "repvol/frontend.h"
 #include "repvol/log.h"
 #include "repvol/loop.h"
+#include "repvol/status.h"
 #include "repvol/util.h"
 #include "repvol/volume.h"
 
@@ -41,6 +43,7 @@ struct daemon {
     struct rv_loop loop;
     struct rv_volume vol;
     struct rv_frontend *nbd;
+    struct rv_control *control;
     int sigfd;
     struct signalfd_siginfo siginfo;
     struct rv_op sig_op;
@@ -70,6 +73,8 @@ static void usage(FILE *f)
 "      --max-inflight N     requests in flight per connection (default 128)\n"
 "      --no-mlock           don't lock memory (not recommended when a file system\n"
 "                           on this host is mounted from the volume)\n"
+"      --control PATH       control socket for 'repvol status' and friends\n"
+"                           (default /run/repvol/VOLUME-NAME.ctl)\n"
 "      --pidfile FILE       write the daemon's pid\n"
 "      --log-level LEVEL    error, warn, info (default) or debug\n"
 "  -h, --help               this text\n"
@@ -86,6 +91,19 @@ static void arm_signal(struct daemon *d)
     struct io_uring_sqe *sqe = rv_loop_sqe(&d->loop, &d->sig_op);
     io_uring_prep_read(sqe, d->sigfd, &d->siginfo, sizeof d->siginfo, 0);
 }
+
+static int cmd_status(void *ctx, int argc, char **argv, struct rv_strbuf *out)
+{
+    struct daemon *d = ctx;
+    bool json = argc > 1 && !strcmp(argv[1], "json");
+    rv_status_render(&d->vol, d->nbd, json, out);
+    return 0;
+}
+
+static const struct rv_control_cmd control_cmds[] = {
+    { "status", cmd_status },
+    { NULL, NULL },
+};
 
 static void frontend_drained(struct rv_frontend *fe)
 {
@@ -109,6 +127,8 @@ static void on_signal(struct rv_op *op, int res)
                 sig, d->nbd->ops->inflight(d->nbd));
     } else {
         d->shutting_down = true;
+        rv_control_stop(d->control);
+        d->control = NULL;
         rv_info("signal %d (%s): shutting down, finishing %u request(s) in flight", sig,
                 strsignal(sig), d->nbd->ops->inflight(d->nbd));
         d->nbd->ops->shutdown(d->nbd);
@@ -148,7 +168,7 @@ static void harden_memory(bool want_mlock, size_t pool_bytes)
 int main(int argc, char **argv)
 {
     enum { OPT_EXPORT = 256, OPT_CACHE, OPT_RO, OPT_MAXREQ, OPT_BUFMEM, OPT_MAXCONN,
-           OPT_MAXINFL, OPT_NOMLOCK, OPT_PIDFILE, OPT_LOGLEVEL };
+           OPT_MAXINFL, OPT_NOMLOCK, OPT_PIDFILE, OPT_LOGLEVEL, OPT_CONTROL };
     static const struct option longopts[] = {
         { "volume", required_argument, NULL, 'v' },
         { "listen", required_argument, NULL, 'l' },
@@ -161,11 +181,12 @@ int main(int argc, char **argv)
         { "max-inflight", required_argument, NULL, OPT_MAXINFL },
         { "no-mlock", no_argument, NULL, OPT_NOMLOCK },
         { "pidfile", required_argument, NULL, OPT_PIDFILE },
+        { "control", required_argument, NULL, OPT_CONTROL },
         { "log-level", required_argument, NULL, OPT_LOGLEVEL },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    const char *volume = NULL, *export_name = NULL, *pidfile = NULL;
+    const char *volume = NULL, *export_name = NULL, *pidfile = NULL, *control = NULL;
     const char *listen[MAX_LISTEN + 1] = { NULL };
     unsigned nlisten = 0;
     struct rv_volume_opts vopts = {
@@ -226,6 +247,7 @@ int main(int argc, char **argv)
         }
         case OPT_NOMLOCK: want_mlock = false; break;
         case OPT_PIDFILE: pidfile = optarg; break;
+        case OPT_CONTROL: control = optarg; break;
         case OPT_LOGLEVEL:
             if (!strcmp(optarg, "error")) level = RV_LOG_ERROR;
             else if (!strcmp(optarg, "warn") || !strcmp(optarg, "warning")) level = RV_LOG_WARN;
@@ -286,6 +308,14 @@ int main(int argc, char **argv)
     r = d.nbd->ops->start(d.nbd);
     if (r < 0)
         goto out_frontend;
+    char control_path[108];
+    if (control)
+        snprintf(control_path, sizeof control_path, "%s", control);
+    else
+        rv_control_default_path(d.vol.meta.name, control_path, sizeof control_path);
+    r = rv_control_start(&d.control, &d.loop, control_path, control_cmds, &d);
+    if (r < 0)
+        goto out_frontend;
     if (pidfile && write_pidfile(pidfile) < 0) {
         r = -1;
         goto out_frontend;
@@ -296,6 +326,7 @@ int main(int argc, char **argv)
         rv_err("event loop failed; shutting down");
 
 out_frontend:
+    rv_control_stop(d.control);
     d.nbd->ops->destroy(d.nbd);
 out_volume:
     if (rv_volume_close(&d.vol) < 0 && r >= 0)

@@ -1,4 +1,5 @@
 #!/bin/bash
+# shellcheck disable=SC2119 # stop_repvold takes optional arguments
 # repvol create / info: metadata, refusals, sparseness, fresh volume reads
 # as zeroes through the daemon, corrupt images are refused.
 . "$(dirname "$0")/functions.sh"

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # variables here are for the tests
 # tests/e2e/functions.sh - sourced by every end-to-end test.
 #
 # Each test runs with bash under the automake parallel test harness
@@ -222,7 +222,7 @@ require_python_nbd() {
     local py
     for py in /usr/bin/python3 python3; do
         if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import nbd' >/dev/null 2>&1; then
-            PYTHON_NBD=$(command -v "$py")
+                        PYTHON_NBD=$(command -v "$py")
             return 0
         fi
     done
@@ -355,7 +355,12 @@ start_repvold() {
     REPVOLD_URI=$(nbd_uri "$sock")
     _e2e_daemon_logs+=("$REPVOLD_LOG")
     info "start: ${wrapper[*]} $REPVOLD --volume $img --listen unix:$sock ${extra[*]} $*"
-    "${wrapper[@]}" "$REPVOLD" --volume "$img" --listen "unix:$sock" "${extra[@]}" "$@" \
+    # Background jobs of a non-interactive shell start with SIGINT and
+    # SIGQUIT ignored; give the daemon the defaults it would get from a
+    # terminal or a service manager (env --default-signal: coreutils >= 9).
+    local -a sigdfl=()
+    if env --default-signal=INT true 2>/dev/null; then sigdfl=(env '--default-signal=INT,QUIT'); fi
+    "${sigdfl[@]}" "${wrapper[@]}" "$REPVOLD" --volume "$img" --listen "unix:$sock" "${extra[@]}" "$@" \
         </dev/null >"$REPVOLD_LOG" 2>&1 &
     REPVOLD_PID=$!
     _e2e_daemon_pids+=("$REPVOLD_PID")
