@@ -21,6 +21,8 @@
 #include "repvol/frontend.h"
 #include "repvol/log.h"
 #include "repvol/loop.h"
+#include "repvol/peer_link.h"
+#include "repvol/repl_proto.h"
 #include "repvol/status.h"
 #include "repvol/util.h"
 #include "repvol/volume.h"
@@ -44,6 +46,7 @@ struct daemon {
     struct rv_volume vol;
     struct rv_frontend *nbd;
     struct rv_control *control;
+    struct rv_peer *peer;
     int sigfd;
     struct signalfd_siginfo siginfo;
     struct rv_op sig_op;
@@ -76,6 +79,24 @@ static void usage(FILE *f)
 "      --control PATH       control socket for 'repvol status' and friends\n"
 "                           (default /run/repvol/VOLUME-NAME.ctl)\n"
 "      --pidfile FILE       write the daemon's pid\n"
+"\n"
+"Replication (DRBD-style, to one peer node over TCP):\n"
+"      --peer HOST:PORT     the peer's replication address (the primary dials it)\n"
+"      --repl-listen HOST:PORT  accept the peer's connection here\n"
+"      --node-id N          this node's id, 0..31, different on the two nodes\n"
+"      --role ROLE          primary (serves clients, sends writes) or secondary\n"
+"                           (applies the primary's writes, exports nothing);\n"
+"                           default: primary without --peer/--repl-listen, else\n"
+"                           the role recorded in the volume\n"
+"      --protocol MODE      when a write is acknowledged to the client:\n"
+"                           C (default): written on both nodes (FUA and FLUSH:\n"
+"                              on stable storage on both);\n"
+"                           B: written here and received by the peer (lost only\n"
+"                              if both nodes fail at once);\n"
+"                           A: written here and queued for the peer (bounded\n"
+"                              32M send buffer; a crash here can lose what was\n"
+"                              queued)\n"
+"      --peer-timeout MS    declare a silent peer dead after this long (6000)\n"
 "      --log-level LEVEL    error, warn, info (default) or debug\n"
 "  -h, --help               this text\n"
 "\n"
@@ -100,6 +121,12 @@ static int cmd_status(void *ctx, int argc, char **argv, struct rv_strbuf *out)
     return 0;
 }
 
+static void peer_closed(void *arg)
+{
+    struct daemon *d = arg;
+    rv_loop_stop(&d->loop);
+}
+
 static const struct rv_control_cmd control_cmds[] = {
     { "status", cmd_status },
     { NULL, NULL },
@@ -109,7 +136,11 @@ static void frontend_drained(struct rv_frontend *fe)
 {
     struct daemon *d = fe->owner;
     rv_info("all requests answered; flushing the image");
-    rv_loop_stop(&d->loop);
+    /* The link goes last: client writes in flight needed it. */
+    if (d->peer)
+        rv_peer_shutdown(d->peer, peer_closed, d);
+    else
+        rv_loop_stop(&d->loop);
 }
 
 static void on_signal(struct rv_op *op, int res)
@@ -168,7 +199,8 @@ static void harden_memory(bool want_mlock, size_t pool_bytes)
 int main(int argc, char **argv)
 {
     enum { OPT_EXPORT = 256, OPT_CACHE, OPT_RO, OPT_MAXREQ, OPT_BUFMEM, OPT_MAXCONN,
-           OPT_MAXINFL, OPT_NOMLOCK, OPT_PIDFILE, OPT_LOGLEVEL, OPT_CONTROL };
+           OPT_MAXINFL, OPT_NOMLOCK, OPT_PIDFILE, OPT_LOGLEVEL, OPT_CONTROL,
+           OPT_PEER, OPT_REPL_LISTEN, OPT_NODE_ID, OPT_ROLE, OPT_PROTOCOL, OPT_PEER_TIMEOUT };
     static const struct option longopts[] = {
         { "volume", required_argument, NULL, 'v' },
         { "listen", required_argument, NULL, 'l' },
@@ -182,6 +214,12 @@ int main(int argc, char **argv)
         { "no-mlock", no_argument, NULL, OPT_NOMLOCK },
         { "pidfile", required_argument, NULL, OPT_PIDFILE },
         { "control", required_argument, NULL, OPT_CONTROL },
+        { "peer", required_argument, NULL, OPT_PEER },
+        { "repl-listen", required_argument, NULL, OPT_REPL_LISTEN },
+        { "node-id", required_argument, NULL, OPT_NODE_ID },
+        { "role", required_argument, NULL, OPT_ROLE },
+        { "protocol", required_argument, NULL, OPT_PROTOCOL },
+        { "peer-timeout", required_argument, NULL, OPT_PEER_TIMEOUT },
         { "log-level", required_argument, NULL, OPT_LOGLEVEL },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
@@ -193,6 +231,7 @@ int main(int argc, char **argv)
         .cache = RV_CACHE_DIRECT, .max_request = 32u << 20, .buffer_mem = 64u << 20,
     };
     struct rv_nbd_opts nopts = { .max_connections = 64, .max_inflight = 128 };
+    struct rv_peer_opts popts = { .mode = RV_MODE_C, .timeout_ms = 6000, .ping_ms = 1000 };
     bool want_mlock = true;
     enum rv_log_level level = RV_LOG_INFO;
     uint64_t n;
@@ -248,6 +287,46 @@ int main(int argc, char **argv)
         case OPT_NOMLOCK: want_mlock = false; break;
         case OPT_PIDFILE: pidfile = optarg; break;
         case OPT_CONTROL: control = optarg; break;
+        case OPT_PEER: popts.peer = optarg; break;
+        case OPT_REPL_LISTEN: popts.listen = optarg; break;
+        case OPT_NODE_ID: {
+            char *end;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (*end || end == optarg || v >= RV_META_MAX_NODES) {
+                fprintf(stderr, "repvold: --node-id: '%s' is not a number from 0 to %d\n", optarg,
+                        RV_META_MAX_NODES - 1);
+                return 2;
+            }
+            popts.node_id = (uint32_t)v;
+            break;
+        }
+        case OPT_ROLE:
+            if (!strcmp(optarg, "primary"))
+                vopts.role = RV_ROLE_PRIMARY;
+            else if (!strcmp(optarg, "secondary"))
+                vopts.role = RV_ROLE_SECONDARY;
+            else {
+                fprintf(stderr, "repvold: --role: '%s' is not primary or secondary\n", optarg);
+                return 2;
+            }
+            break;
+        case OPT_PROTOCOL:
+            if (rv_repl_mode_parse(optarg, &popts.mode) < 0) {
+                fprintf(stderr, "repvold: --protocol: '%s' is not A, B or C\n", optarg);
+                return 2;
+            }
+            break;
+        case OPT_PEER_TIMEOUT: {
+            char *end;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (*end || v < 100 || v > 600000) {
+                fprintf(stderr, "repvold: --peer-timeout: '%s' is not a number of ms from 100 to 600000\n", optarg);
+                return 2;
+            }
+            popts.timeout_ms = (unsigned)v;
+            popts.ping_ms = RV_MAX(100u, popts.timeout_ms / 4);
+            break;
+        }
         case OPT_LOGLEVEL:
             if (!strcmp(optarg, "error")) level = RV_LOG_ERROR;
             else if (!strcmp(optarg, "warn") || !strcmp(optarg, "warning")) level = RV_LOG_WARN;
@@ -267,11 +346,14 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (!volume || nlisten == 0) {
-        fprintf(stderr, "repvold: --volume and at least one --listen are required\n");
+    if (!volume || (nlisten == 0 && !popts.listen)) {
+        fprintf(stderr, "repvold: --volume and at least one --listen (or --repl-listen) are required\n");
         usage(stderr);
         return 2;
     }
+    bool replicated = popts.peer || popts.listen;
+    if (!replicated && vopts.role == 0)
+        vopts.role = RV_ROLE_PRIMARY;       /* standalone: this node serves */
     rv_log_init(argv[0], level);
     signal(SIGPIPE, SIG_IGN);
 
@@ -298,6 +380,15 @@ int main(int argc, char **argv)
         goto out_volume;
     }
 
+    if (replicated) {
+        r = rv_peer_create(&d.peer, &d.vol, &d.loop, &popts);
+        if (r < 0)
+            goto out_volume;
+        d.vol.peer = d.peer;
+        r = rv_peer_start(d.peer);
+        if (r < 0)
+            goto out_volume;
+    }
     nopts.listen = listen;
     nopts.export_name = export_name ? export_name : d.vol.meta.name;
     r = rv_nbd_frontend_create(&d.nbd, &d.vol, &d.loop, &nopts);
@@ -329,6 +420,8 @@ out_frontend:
     rv_control_stop(d.control);
     d.nbd->ops->destroy(d.nbd);
 out_volume:
+    rv_peer_destroy(d.peer);
+    d.vol.peer = NULL;
     if (rv_volume_close(&d.vol) < 0 && r >= 0)
         r = -EIO;
     if (d.sigfd >= 0)

@@ -125,6 +125,10 @@ static void opt_export_name(struct nbd_hs *hs, const uint8_t *d, uint32_t len)
         hs_close(hs, "NBD_OPT_EXPORT_NAME for an unknown export");
         return;
     }
+    if (hs->exp->unavailable) {
+        hs_close(hs, hs->exp->unavailable);
+        return;
+    }
     uint16_t tflags = effective_tflags(hs);
     uint8_t *p = out_reserve(hs, 10);
     if (!p)
@@ -210,6 +214,10 @@ static void opt_info_go(struct nbd_hs *hs, const uint8_t *d, uint32_t len)
     }
     if (!name_matches(hs, d + 4, nl)) {
         reply_err(hs, NBD_REP_ERR_UNKNOWN, "unknown export name");
+        return;
+    }
+    if (hs->exp->unavailable) {
+        reply_err(hs, NBD_REP_ERR_UNKNOWN, hs->exp->unavailable);
         return;
     }
 
@@ -569,6 +577,18 @@ void nbd_hs_output_consumed(struct nbd_hs *hs, size_t n)
     hs->out_len -= n;
     if (hs->out_len == 0)
         hs->out_off = 0;
+}
+
+void nbd_hs_limits(const struct nbd_hs *hs, struct nbd_limits *lim)
+{
+    *lim = (struct nbd_limits){
+        .export_size = hs->exp->size,
+        /* What the client was told; without NBD_INFO_BLOCK_SIZE it was told nothing. */
+        .max_payload = hs->exp->min_block ? hs->exp->max_block : 0,
+        .tflags = hs->result.tflags,
+        .structured = hs->result.structured,
+        .base_allocation = hs->result.base_allocation,
+    };
 }
 
 void nbd_hs_set_shutdown(struct nbd_hs *hs)

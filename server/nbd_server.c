@@ -516,11 +516,7 @@ static void conn_process(struct nbd_conn *c)
                 c->structured = res->structured;
                 c->base_alloc = res->base_allocation;
                 c->base_alloc_id = res->base_allocation_id;
-                c->lim.export_size = c->nf->exp.size;
-                c->lim.max_payload = c->nf->exp.max_block;
-                c->lim.tflags = res->tflags;
-                c->lim.structured = c->structured;
-                c->lim.base_allocation = c->base_alloc;
+                nbd_hs_limits(c->hs, &c->lim);
                 free(c->hs);
                 c->hs = NULL;
                 c->state = CONN_TRANSMISSION;
@@ -828,6 +824,10 @@ static void on_accept(struct rv_op *op, int res)
         listener_arm(l);
         return;
     }
+    /* Only a primary serves its volume; a secondary's copy is being
+     * written by its primary and must not be used or changed here. */
+    nf->exp.unavailable = nf->fe.vol->role == RV_ROLE_PRIMARY ? NULL
+        : "the volume is a replication secondary here; connect to the primary";
     struct nbd_conn *c = conn_new(nf, fd, peer);
     if (!c) {
         rv_err("nbd listener %s: out of memory for a new connection", l->addr);

@@ -1,8 +1,8 @@
 /* status.c - render the daemon's state for `repvol status` (see status.h). */
 #include <inttypes.h>
-#include <time.h>
 
 #include "repvol/status.h"
+#include "repvol/peer_link.h"
 #include "repvol/util.h"
 
 void rv_status_render(const struct rv_volume *v, struct rv_frontend *fe, bool json,
@@ -19,11 +19,19 @@ void rv_status_render(const struct rv_volume *v, struct rv_frontend *fe, bool js
                      "\"readonly\":%s,\"inflight\":%u,"
                      "\"stats\":{\"reads\":%" PRIu64 ",\"writes\":%" PRIu64 ",\"flushes\":%" PRIu64
                      ",\"trims\":%" PRIu64 ",\"zeroes\":%" PRIu64 ",\"bytes_read\":%" PRIu64
-                     ",\"bytes_written\":%" PRIu64 ",\"errors\":%" PRIu64 "}}\n",
+                     ",\"bytes_written\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"ordered_waits\":%" PRIu64
+                     ",\"local_only_writes\":%" PRIu64 "},"
+                     "\"generation\":{\"current\":\"%016" PRIx64 "\",\"bitmap\":\"%016" PRIx64 "\"},\"peer\":",
                      v->size, rv_role_name(v->meta.role), rv_disk_state_name(v->meta.disk_state),
                      rv_cache_mode_name(v->be->cache), v->readonly ? "true" : "false", inflight,
                      s->reads, s->writes, s->flushes, s->trims, s->zeroes, s->bytes_read,
-                     s->bytes_written, s->errors);
+                     s->bytes_written, s->errors, s->ordered_waits, s->local_only_writes,
+                     v->meta.current_gen, v->meta.bitmap_gen);
+        if (v->peer)
+            rv_peer_status(v->peer, true, out);
+        else
+            rv_sb_printf(out, "null");
+        rv_sb_printf(out, "}\n");
         return;
     }
     char sz[32], rd[32], wr[32];
@@ -43,4 +51,10 @@ void rv_status_render(const struct rv_volume *v, struct rv_frontend *fe, bool js
                  rv_cache_mode_name(v->be->cache), v->readonly ? ", read-only" : "", inflight,
                  s->reads, s->writes, s->flushes, s->trims, s->zeroes, s->errors,
                  rv_format_size(s->bytes_read, rd, sizeof rd), rv_format_size(s->bytes_written, wr, sizeof wr));
+    rv_sb_printf(out, "generation:  %016" PRIx64 "%s\n", v->meta.current_gen,
+                 v->meta.bitmap_gen ? " (ahead of the peer)" : "");
+    if (v->peer)
+        rv_peer_status(v->peer, false, out);
+    else
+        rv_sb_printf(out, "peer:        none (standalone)\n");
 }

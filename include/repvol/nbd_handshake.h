@@ -58,6 +58,10 @@ struct nbd_hs_export {
      * Spec: min a power of 2 <= 64 KiB; pref a power of 2 >= max(min, 512);
      * max >= pref.  max_block must equal nbd_limits.max_payload. */
     uint32_t min_block, pref_block, max_block;
+    /* Non-NULL: the export exists but may not be used now (e.g. the volume
+     * is a replication secondary).  GO/INFO are answered
+     * NBD_REP_ERR_UNKNOWN with this text; EXPORT_NAME closes. */
+    const char *unavailable;
 };
 
 enum nbd_hs_status {
@@ -119,6 +123,11 @@ enum nbd_hs_status nbd_hs_feed(struct nbd_hs *hs, const uint8_t *in, size_t len,
 const uint8_t *nbd_hs_output(const struct nbd_hs *hs, size_t *len);
 /* n bytes of the pending output were sent. */
 void nbd_hs_output_consumed(struct nbd_hs *hs, size_t n);
+
+/* After NBD_HS_DONE: the limits for nbd_check_request, from hs->result and
+ * the export (max_payload = exp->max_block if block sizes were advertised,
+ * else 0, i.e. the spec default of 32 MiB). */
+void nbd_hs_limits(const struct nbd_hs *hs, struct nbd_limits *lim);
 
 /* The server is shutting down: from now on every option but NBD_OPT_ABORT is
  * answered NBD_REP_ERR_SHUTDOWN (spec SHOULD), and NBD_OPT_EXPORT_NAME, which

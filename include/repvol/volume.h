@@ -2,16 +2,23 @@
  *
  * A frontend (NBD connection, ublk queue) decodes its wire request into a
  * struct rv_req and calls rv_volume_submit().  The engine checks bounds and
- * role, fans the request out to the local backend (and, with replication, to
- * each peer link), joins the completions and calls req->done exactly once,
- * from the event loop, with req->result = 0 or -errno.
+ * role, orders the request against overlapping writes in flight, fans it out
+ * to the local backend and to the peer link, joins the completions and calls
+ * req->done exactly once, from the event loop, with req->result = 0 or
+ * -errno.  The replication link submits the peer's writes on a secondary the
+ * same way (origin RV_ORIGIN_PEER).
  *
- * What is durable when req->done reports success (single node):
- *   WRITE         completed to the backend (page cache or device)
- *   WRITE + FUA   on stable storage (RWF_DSYNC)
- *   FLUSH         every write completed before the FLUSH was submitted is on
- *                 stable storage (fdatasync of the image file)
- *   TRIM / ZERO   completed (with FUA: stable)
+ * What is durable when req->done reports success:
+ *   request       this node                      peer (mode C / B / A)
+ *   WRITE         completed (page cache/device)  completed / received / queued
+ *   WRITE + FUA   on stable storage (RWF_DSYNC)  stable / received / queued
+ *   FLUSH         all writes completed before    same on the peer / received
+ *                 it are stable (fdatasync)      / queued
+ *   TRIM / ZERO   completed                      completed / received / queued
+ * A write the peer did not get (no peer, link lost) is acknowledged only
+ * once the metadata durably records that this node is ahead of its peer
+ * (a new data generation), so a crash cannot make two different copies look
+ * "in sync" afterwards.
  */
 #ifndef REPVOL_VOLUME_H
 #define REPVOL_VOLUME_H
@@ -22,8 +29,14 @@
 #include "repvol/bufpool.h"
 #include "repvol/loop.h"
 #include "repvol/meta_format.h"
+#include "repvol/peer_link.h"
 
 struct rv_volume;
+
+enum rv_req_origin {
+    RV_ORIGIN_CLIENT = 0,       /* a frontend (NBD, ublk) */
+    RV_ORIGIN_PEER,             /* the primary, through the replication link */
+};
 
 struct rv_req {
     /* Filled by the frontend. */
@@ -34,17 +47,24 @@ struct rv_req {
     void *buf;                  /* READ/WRITE data, len bytes, from the volume's buffer pool */
     void (*done)(struct rv_req *req);
     int result;                 /* set before done() is called */
+    uint8_t origin;             /* enum rv_req_origin */
 
     /* Engine-private. */
     struct rv_volume *vol;
     struct rv_bio local;
-    unsigned pending;           /* legs (local, peers) still running */
-    uint64_t start_ns;
+    struct rv_peer_leg peer;
+    unsigned pending;           /* legs (local, peer) still running */
+    int peer_result;            /* 0: the peer has it (per mode); <0: it does not */
+    bool ordered;               /* in the volume's ordering list */
+    bool started;
+    bool parked;                /* waiting for the "ahead of peer" metadata */
+    struct rv_req *ord_prev, *ord_next;
 };
 
 struct rv_volume_opts {
     enum rv_cache_mode cache;
     bool readonly;
+    uint32_t role;              /* RV_ROLE_*, or 0: keep what the metadata says */
     size_t max_request;         /* largest READ/WRITE accepted, bytes */
     size_t buffer_mem;          /* bytes preallocated for request buffers */
 };
@@ -54,6 +74,8 @@ struct rv_volume_stats {
     uint64_t bytes_read, bytes_written;
     uint64_t errors;
     uint64_t inflight;
+    uint64_t ordered_waits;     /* writes that waited for an overlapping one */
+    uint64_t local_only_writes; /* writes acknowledged without the peer */
 };
 
 struct rv_volume {
@@ -67,7 +89,25 @@ struct rv_volume {
     struct rv_backend *be;
     struct rv_bufpool pool;
     struct rv_volume_stats stats;
-    int meta_fd;                /* start-up/shutdown superblock I/O only */
+    int meta_fd;                /* superblock I/O */
+    uint64_t sb_offset;         /* where the superblock lives in the file */
+    struct rv_peer *peer;       /* NULL: standalone */
+    uint32_t role;              /* RV_ROLE_PRIMARY serves clients */
+
+    /* Write-ish requests in flight or waiting, in arrival order: a request
+     * starts only when no earlier one overlaps it (FLUSH: when every
+     * earlier one is done), so both nodes apply overlapping writes in the
+     * same order. */
+    struct rv_req *ord_head, *ord_tail;
+
+    /* "Ahead of the peer" bookkeeping (see the table above). */
+    bool ahead_durable;         /* metadata says we have writes the peer lacks */
+    bool meta_busy;             /* a superblock write is in flight */
+    bool meta_again;            /* ... and another one is needed after it */
+    struct rv_req *parked_head; /* completed writes waiting for the metadata */
+    uint8_t *sb_buf;            /* 4 KiB, aligned: the superblock being written */
+    struct rv_op meta_op;
+    struct rv_op meta_sync_op;
 };
 
 /* Open the image at path: read and check the metadata, open the backend,
@@ -77,6 +117,16 @@ int rv_volume_open(struct rv_volume *v, struct rv_loop *loop, const char *path,
 
 /* Start a request; req->done is always called later from the loop. */
 void rv_volume_submit(struct rv_volume *v, struct rv_req *req);
+
+/* The replication link finished with req: peer_result 0 means the peer has
+ * it (as the mode promises), <0 that it does not (link lost, peer failed). */
+void rv_volume_peer_done(struct rv_req *req, int peer_result);
+
+/* The link is gone (or never was): from now on writes are local only. */
+void rv_volume_peer_lost(struct rv_volume *v);
+
+/* The link came up with the two copies in sync. */
+void rv_volume_peer_in_sync(struct rv_volume *v);
 
 /* Allocation map (see rv_backend_ops.extents). */
 int rv_volume_extents(struct rv_volume *v, uint64_t off, uint64_t len,

@@ -33,6 +33,7 @@ verify=crc32c
 do_verify=1
 verify_fatal=1
 verify_only=$verify_only
+verify_state_save=0
 randrepeat=1
 runtime=$(tscale 40)
 group_reporting=0

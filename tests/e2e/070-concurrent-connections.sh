@@ -3,7 +3,9 @@
 # Several clients at once, on unix and tcp listeners at the same time: three
 # writers (libnbd, 16 requests in flight each, shuffled chunks, some FUA,
 # some WRITE_ZEROES) on disjoint ranges while a fourth connection keeps
-# re-reading and checking a fourth range; then read everything back over
+# re-reading and checking a fourth range; then two connections write
+# disjoint unaligned pieces of the same blocks of that fourth range (a
+# read-modify-write must lose neither); then read everything back over
 # both listeners at once and from the image file.
 . "$(dirname "$0")/functions.sh"
 
@@ -107,6 +109,35 @@ h.shutdown()
 print("    reader: %d passes OK" % passes)
 EOF
 
+cat >"$TEST_DIR/interleave.py" <<'EOF'
+# interleave.py URI SRC OFFSET PART: of every 4 KiB block of SRC, write
+# bytes [0, 1000) (PART 0) or [1000, 4096) (PART 1) - unaligned pieces that
+# share blocks with the other connection's writes; 32 requests in flight.
+import nbd, sys
+uri, src, base, part = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+data = open(src, "rb").read()
+CUT = 1000
+h = nbd.NBD()
+h.connect_uri(uri)
+inflight = {}
+def reap():
+    for c in [c for c in inflight if h.aio_command_completed(c)]:
+        del inflight[c]
+for blk in range(len(data) // 4096):
+    lo, hi = (0, CUT) if part == 0 else (CUT, 4096)
+    buf = nbd.Buffer.from_bytearray(bytearray(data[blk * 4096 + lo:blk * 4096 + hi]))
+    inflight[h.aio_pwrite(buf, base + blk * 4096 + lo)] = buf
+    while len(inflight) >= 32:
+        h.poll(1000)
+        reap()
+while inflight:
+    h.poll(1000)
+    reap()
+h.flush()
+h.shutdown()
+print("    interleave part %d: %d writes OK" % (part, len(data) // 4096))
+EOF
+
 create_volume "$IMG" "$SIZE"
 start_repvold "$IMG" "$SOCK" --listen "tcp:127.0.0.1:$PORT"
 
@@ -146,6 +177,21 @@ rc=0
 wait_bounded "$RD" 70 || rc=$?
 [ "$rc" -eq 0 ] || fail "the concurrent reader failed (status $rc)"
 repvold_alive || fail "daemon died"
+
+step "two connections (unix, tcp) write disjoint unaligned pieces of the same 4 KiB blocks"
+random_file "$TEST_DIR/new3.raw" "$RANGE"
+dd if="$TEST_DIR/new3.raw" of="$TEST_DIR/expected.raw" bs=1M seek=$((3 * RANGE >> 20)) conv=notrunc status=none
+tmo 60 "$PYTHON_NBD" "$TEST_DIR/interleave.py" "$REPVOLD_URI" "$TEST_DIR/new3.raw" $((3 * RANGE)) 0 &
+I0=$!
+tmo 60 "$PYTHON_NBD" "$TEST_DIR/interleave.py" "$TCP_URI" "$TEST_DIR/new3.raw" $((3 * RANGE)) 1 &
+I1=$!
+track_pid "$I0"
+track_pid "$I1"
+for p in $I0 $I1; do
+    rc=0
+    wait_bounded "$p" 70 || rc=$?
+    [ "$rc" -eq 0 ] || fail "an interleaving writer failed (status $rc)"
+done
 
 step "read everything back over unix and tcp at the same time"
 rm -f "$TEST_DIR/out-unix.raw" "$TEST_DIR/out-tcp.raw"

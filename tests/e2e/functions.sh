@@ -15,7 +15,7 @@
 #
 # What a test gets:
 #   TEST_NAME TEST_DIR REPVOLD REPVOL NBD_BAD_CLIENT
-#   start_repvold IMG SOCK [ARGS...]   -> REPVOLD_PID REPVOLD_LOG REPVOLD_SOCK REPVOLD_URI
+#   start_repvold IMG SOCK [ARGS...]   -> REPVOLD_PID REPVOLD_LOG REPVOLD_SOCK REPVOLD_URI REPVOLD_CTL
 #   stop_repvold [SIGNAL] [SECONDS]    assert exit status 0 and a clean log
 #   repvold_alive                      daemon process still running?
 #   on_exit 'CMD'                      cleanup registry, run LIFO by the EXIT trap
@@ -49,6 +49,7 @@ if [ -z "${abs_top_builddir:-}" ]; then
         abs_top_builddir=$abs_top_srcdir/build
     fi
 fi
+if [ -d "$abs_top_builddir" ]; then abs_top_builddir=$(cd "$abs_top_builddir" && pwd); fi
 export abs_top_srcdir abs_top_builddir
 
 REPVOLD=$abs_top_builddir/repvold
@@ -182,6 +183,7 @@ _e2e_exit() {
             tail -n 100 "$log" >&2
         done
     fi
+    cd / || true
     if [ -n "${TEST_DIR:-}" ] && [ -d "$TEST_DIR" ]; then
         if [ "${E2E_KEEP_TMP:-0}" = 1 ]; then
             printf 'kept %s\n' "$TEST_DIR" >&2
@@ -203,6 +205,14 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 TEST_DIR=$(mktemp -d "${TMPDIR:-/tmp}/repvol-e2e-$TEST_NAME.XXXXXX")
+if [ ${#TEST_DIR} -gt 70 ]; then
+    # Unix socket paths must stay well under 108 bytes.
+    rm -rf "$TEST_DIR"
+    TEST_DIR=$(mktemp -d "/tmp/repvol-e2e-$TEST_NAME.XXXXXX")
+fi
+# Run in the temp dir: tools that drop files into the current directory
+# (fio's verify state, core dumps) must not litter the build tree.
+cd "$TEST_DIR"
 
 # ------------------------------------------------------------------ requirements
 
@@ -230,6 +240,9 @@ require_python_nbd() {
 }
 
 require_binaries() {
+    # start_repvold probes readiness with nbdinfo.
+    require_cmd nbdinfo libnbd-bin
+    require_cmd timeout coreutils
     [ -x "$REPVOL" ] || fail "$REPVOL not built (set abs_top_builddir)"
     [ -x "$REPVOLD" ] || fail "$REPVOLD not built (set abs_top_builddir)"
 }
@@ -318,10 +331,10 @@ create_volume() {
 
 # ------------------------------------------------------------------ daemon
 
-_log_reports() {
-    grep -nE 'AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|ThreadSanitizer|runtime error:|^==[0-9]+== ' -- "$1" | head -n 60
-}
-_log_clean() { ! _log_reports "$1" | grep -q .; }
+_E2E_REPORT_RE='AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|ThreadSanitizer|runtime error:|^==[0-9]+== '
+# First 60 report lines (sed reads everything: no SIGPIPE under pipefail).
+_log_reports() { grep -nE "$_E2E_REPORT_RE" -- "$1" | sed -n '1,60p'; }
+_log_clean() { ! grep -qE "$_E2E_REPORT_RE" -- "$1"; }
 
 # check_log_clean LOG: no sanitizer or valgrind report in the daemon's log.
 check_log_clean() {
@@ -346,21 +359,31 @@ start_repvold() {
     shift 2
     [ -x "$REPVOLD" ] || fail "$REPVOLD not built (set abs_top_builddir)"
     [ -z "$REPVOLD_PID" ] || fail "start_repvold: daemon $REPVOLD_PID still running"
-    local -a wrapper=() extra=()
+    local -a wrapper=() extra=() control=()
+    # Each daemon gets its own control socket: the default one is named
+    # after the volume (/run/repvol/NAME.ctl), and tests run in parallel.
+    if [ -z "${_e2e_has_control:-}" ]; then
+        _e2e_has_control=no
+        local help
+        help=$("$REPVOLD" --help 2>&1 || true)
+        if [[ $help == *--control* ]]; then _e2e_has_control=yes; fi
+    fi
     read -r -a wrapper <<<"${REPVOLD_WRAPPER:-}"
     read -r -a extra <<<"${REPVOLD_EXTRA_ARGS:-}"
     _e2e_ndaemons=$((_e2e_ndaemons + 1))
     REPVOLD_LOG=$TEST_DIR/repvold.$_e2e_ndaemons.log
+    REPVOLD_CTL=$TEST_DIR/repvold.$_e2e_ndaemons.ctl
+    if [ "$_e2e_has_control" = yes ]; then control=(--control "$REPVOLD_CTL"); fi
     REPVOLD_SOCK=$sock
     REPVOLD_URI=$(nbd_uri "$sock")
     _e2e_daemon_logs+=("$REPVOLD_LOG")
-    info "start: ${wrapper[*]} $REPVOLD --volume $img --listen unix:$sock ${extra[*]} $*"
+    info "start: ${wrapper[*]} $REPVOLD --volume $img --listen unix:$sock ${control[*]} ${extra[*]} $*"
     # Background jobs of a non-interactive shell start with SIGINT and
     # SIGQUIT ignored; give the daemon the defaults it would get from a
     # terminal or a service manager (env --default-signal: coreutils >= 9).
     local -a sigdfl=()
     if env --default-signal=INT true 2>/dev/null; then sigdfl=(env '--default-signal=INT,QUIT'); fi
-    "${sigdfl[@]}" "${wrapper[@]}" "$REPVOLD" --volume "$img" --listen "unix:$sock" "${extra[@]}" "$@" \
+    "${sigdfl[@]}" "${wrapper[@]}" "$REPVOLD" --volume "$img" --listen "unix:$sock" "${control[@]}" "${extra[@]}" "$@" \
         </dev/null >"$REPVOLD_LOG" 2>&1 &
     REPVOLD_PID=$!
     _e2e_daemon_pids+=("$REPVOLD_PID")

@@ -78,7 +78,8 @@ static uint64_t image_blocks(void)
 
 static int setup_volume(struct rv_volume *v, struct rv_loop *l, enum rv_cache_mode cache, bool ro)
 {
-    struct rv_volume_opts o = { .cache = cache, .readonly = ro, .max_request = 1u << 20,
+    struct rv_volume_opts o = { .cache = cache, .readonly = ro, .role = RV_ROLE_PRIMARY,
+                                .max_request = 1u << 20,
                                 .buffer_mem = 16u << 20 };
     CU_ASSERT_EQUAL_FATAL(rv_loop_init(l, 64), 0);
     return rv_volume_open(v, l, img, &o);

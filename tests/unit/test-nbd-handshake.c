@@ -558,6 +558,52 @@ static void test_structured_and_meta(void)
     s_free(&s);
 }
 
+static void test_limits(void)
+{
+    struct stream s;
+    struct nbd_hs *hs = malloc(sizeof(*hs));
+    struct nbd_limits lim;
+    const char *q[] = { "base:allocation" };
+    size_t c;
+
+    s_start(&s);
+    s_opt(&s, NBD_OPT_STRUCTURED_REPLY, NULL, 0);
+    s_meta(&s, NBD_OPT_SET_META_CONTEXT, "vol0", q, 1);
+    s_go(&s, NBD_OPT_GO, "", NULL, 0);
+    nbd_hs_init(hs, &test_exp);
+    CU_ASSERT_EQUAL(nbd_hs_feed(hs, s.b, s.len, &c), NBD_HS_DONE);
+    nbd_hs_limits(hs, &lim);
+    CU_ASSERT_EQUAL(lim.export_size, test_exp.size);
+    CU_ASSERT_EQUAL(lim.max_payload, test_exp.max_block);
+    CU_ASSERT_EQUAL(lim.tflags, TFLAGS_STRUCT);
+    CU_ASSERT_TRUE(lim.structured);
+    CU_ASSERT_TRUE(lim.base_allocation);
+    /* The negotiated limits accept what was negotiated... */
+    struct nbd_request rq = { .type = NBD_CMD_BLOCK_STATUS, .flags = NBD_CMD_FLAG_REQ_ONE,
+                              .offset = 0, .count = 4096 };
+    CU_ASSERT_EQUAL(nbd_check_request(&rq, &lim), 0);
+    rq = (struct nbd_request){ .type = NBD_CMD_READ, .flags = NBD_CMD_FLAG_DF, .count = 4096 };
+    CU_ASSERT_EQUAL(nbd_check_request(&rq, &lim), 0);
+    s_free(&s);
+
+    /* ...and, without structured replies, refuse DF and BLOCK_STATUS. */
+    struct nbd_hs_export e = test_exp;
+    e.min_block = 0;
+    s_start(&s);
+    s_go(&s, NBD_OPT_GO, "", NULL, 0);
+    nbd_hs_init(hs, &e);
+    CU_ASSERT_EQUAL(nbd_hs_feed(hs, s.b, s.len, &c), NBD_HS_DONE);
+    nbd_hs_limits(hs, &lim);
+    CU_ASSERT_EQUAL(lim.max_payload, 0);    /* nothing advertised: spec default */
+    CU_ASSERT_FALSE(lim.structured);
+    CU_ASSERT_EQUAL(nbd_check_request(&rq, &lim), NBD_EINVAL);
+    rq.type = NBD_CMD_BLOCK_STATUS;
+    rq.flags = 0;
+    CU_ASSERT_EQUAL(nbd_check_request(&rq, &lim), NBD_EINVAL);
+    s_free(&s);
+    free(hs);
+}
+
 static void test_structured_twice(void)
 {
     struct stream s;
@@ -1173,6 +1219,7 @@ int main(void)
         { "ABORT", test_abort },
         { "structured replies + SET_META_CONTEXT", test_structured_and_meta },
         { "structured replies twice", test_structured_twice },
+        { "limits for the transmission phase", test_limits },
         { "SET_META_CONTEXT rules", test_set_meta_rules },
         { "META_CONTEXT malformed", test_meta_malformed },
         { "LIST_META_CONTEXT", test_list_meta },

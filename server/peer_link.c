@@ -1,0 +1,1234 @@
+/* peer_link.c - the replication link (see include/repvol/peer_link.h).
+ *
+ * One struct peer_conn per TCP connection, on top of sockconn (framing-free
+ * socket plumbing).  The connection's life:
+ *   dial or accept -> HELLO exchange (compatibility and data generations;
+ *   a refusal is logged on both sides) -> CONNECTED: the primary sends
+ *   WRITE/TRIM/ZERO/FLUSH frames and completes each request's peer leg on
+ *   the peer's ACK; the secondary applies frames through the volume engine
+ *   and answers ACK/NACK -> closed: every leg the connection still held is
+ *   handed back as "not on the peer" once no socket operation refers to
+ *   its buffer.
+ * A 1-second-ish tick sends keepalive PINGs, declares a silent peer dead
+ * after --peer-timeout, and redials with backoff. */
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "repvol/log.h"
+#include "repvol/peer_link.h"
+#include "repvol/repl_proto.h"
+#include "repvol/util.h"
+#include "repvol/volume.h"
+
+#define PEER_RBUF_SIZE   (256u * 1024)
+#define HELLO_FRAME_MAX  (RV_REPL_HDR_SIZE + RV_REPL_HELLO_SIZE)
+#define BACKOFF_MIN_MS   500u
+#define BACKOFF_MAX_MS   10000u
+#define ASYNC_FRAMES     1024u         /* mode A: frames queued but not yet sent */
+
+struct peer_conn;
+
+/* A request the primary sent us (secondary side). */
+struct remote_req {
+    struct rv_req req;
+    struct peer_conn *pc;
+    uint64_t seq;
+    uint16_t type;
+    bool early_acked;           /* mode B: RECEIVED already sent */
+    bool busy;
+    struct rv_sendq_item ack;
+    struct remote_req *next_free;
+};
+
+/* Mode A: a frame with its own copy of the data, so the client's request
+ * can complete before the frame is sent. */
+struct async_frame {
+    struct rv_sendq_item item;
+    struct rv_peer *p;
+    void *buf;
+    struct async_frame *next_free;
+};
+
+enum pc_state { PC_CONNECTING, PC_HELLO, PC_CONNECTED, PC_CLOSING };
+
+struct peer_conn {
+    struct rv_sockconn sc;
+    struct rv_peer *p;
+    enum pc_state state;
+    bool outgoing;
+    char addr[96];
+    struct rv_repl_hello remote;
+    uint8_t hello_buf[HELLO_FRAME_MAX + RV_REPL_REFUSE_MSG_MAX];
+    struct rv_sendq_item hello_item;
+    bool hello_queued;
+    struct rv_sendq_item ping_item;
+    bool ping_queued;
+    struct rv_sendq_item pong_item;
+    bool pong_queued;
+    bool close_after_send;
+    /* primary: legs sent and awaiting the peer's answer */
+    struct rv_peer_leg *legs_head, *legs_tail;
+    unsigned legs;
+    /* secondary: requests being applied */
+    struct remote_req *rreqs;
+    struct remote_req *free_rreqs;
+    unsigned busy;
+    struct remote_req *payload;         /* WRITE whose data is arriving */
+    uint32_t payload_have;
+    bool paused;
+    struct rv_bufpool_waiter buf_wait;
+    struct rv_op resume_op;
+    bool resume_pending;
+    /* connect */
+    struct rv_op connect_op;
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    uint64_t last_rx_ns, last_tx_ns;
+    uint64_t ping_seq;
+    bool sc_closed;
+};
+
+struct rv_peer {
+    struct rv_volume *v;
+    struct rv_loop *loop;
+    struct rv_peer_opts o;
+    char peer_addr[256];
+    char listen_addr[256];
+    enum rv_peer_state state;
+    struct peer_conn *conn;             /* the live connection, or NULL */
+    int lfd;
+    struct rv_op accept_op;
+    bool accept_pending;
+    struct rv_op tick_op;
+    struct __kernel_timespec tick_ts;
+    bool tick_pending;
+    uint64_t next_dial_ns;
+    unsigned backoff_ms;
+    uint64_t seq;
+    bool shutting_down;
+    void (*shutdown_done)(void *);
+    void *shutdown_arg;
+    unsigned conns_alive;
+    char last_refusal[RV_REPL_REFUSE_MSG_MAX + RV_REPL_MSG_LEN + 128];
+    /* mode A */
+    struct rv_bufpool async_pool;
+    struct async_frame *async_frames, *async_free;
+    /* counters */
+    uint64_t frames_sent, bytes_replicated, acks, nacks, connects, disconnects;
+    uint64_t rtt_ns_last;
+};
+
+static void pc_close(struct peer_conn *pc, const char *why);
+static void peer_maybe_shutdown_done(struct rv_peer *p);
+static void pc_process(struct peer_conn *pc);
+
+const char *rv_peer_state_name(enum rv_peer_state s)
+{
+    switch (s) {
+    case RV_PEER_NONE: return "standalone";
+    case RV_PEER_DISCONNECTED: return "disconnected";
+    case RV_PEER_CONNECTING: return "connecting";
+    case RV_PEER_HANDSHAKE: return "handshake";
+    case RV_PEER_CONNECTED: return "connected";
+    case RV_PEER_REFUSED: return "refused";
+    }
+    return "unknown";
+}
+
+enum rv_peer_state rv_peer_state(const struct rv_peer *p) { return p->state; }
+bool rv_peer_connected(const struct rv_peer *p) { return p->state == RV_PEER_CONNECTED; }
+
+static void set_state(struct rv_peer *p, enum rv_peer_state s)
+{
+    if (p->state == s)
+        return;
+    rv_debug("volume %s: peer link %s -> %s", p->v->meta.name, rv_peer_state_name(p->state),
+             rv_peer_state_name(s));
+    p->state = s;
+}
+
+/* ------------------------------------------------------------ addresses */
+
+static int parse_hostport(const char *spec, struct sockaddr_storage *ss, socklen_t *len, bool passive)
+{
+    char host[256];
+    snprintf(host, sizeof host, "%s", spec);
+    if (!strncmp(host, "tcp:", 4))
+        memmove(host, host + 4, strlen(host + 4) + 1);
+    char *colon = strrchr(host, ':');
+    if (!colon || !colon[1])
+        return -EINVAL;
+    *colon = '\0';
+    const char *port = colon + 1;
+    char *h = host;
+    if (*h == '[') {
+        h++;
+        char *rb = strchr(h, ']');
+        if (rb)
+            *rb = '\0';
+    }
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0) };
+    struct addrinfo *ai;
+    if (getaddrinfo(*h ? h : NULL, port, &hints, &ai) != 0)
+        return -EINVAL;
+    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+    *len = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    return 0;
+}
+
+static void tune_socket(int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+/* ------------------------------------------------------------ hello */
+
+static void fill_hello(const struct rv_peer *p, struct rv_repl_hello *h)
+{
+    const struct rv_meta *m = &p->v->meta;
+    memset(h, 0, sizeof *h);
+    h->proto_min = h->proto_max = RV_REPL_PROTO_VERSION;
+    memcpy(h->uuid, m->uuid, sizeof h->uuid);
+    h->data_size = m->data_size;
+    h->block_size = m->block_size;
+    h->node_id = p->o.node_id;
+    h->role = p->v->role;
+    h->disk_state = m->disk_state;
+    h->current_gen = m->current_gen;
+    h->bitmap_gen = m->bitmap_gen;
+    memcpy(h->history_gen, m->history_gen, sizeof h->history_gen);
+    h->mode = p->o.mode;
+    snprintf(h->name, sizeof h->name, "%s", m->name);
+}
+
+static void hello_sent(struct rv_sendq_item *it, int err)
+{
+    struct peer_conn *pc = RV_CONTAINER_OF(it, struct peer_conn, hello_item);
+    pc->hello_queued = false;
+    if (pc->close_after_send)
+        pc_close(pc, NULL);
+}
+
+static void send_hello(struct peer_conn *pc)
+{
+    struct rv_repl_hello h;
+    fill_hello(pc->p, &h);
+    struct rv_repl_hdr hdr = { .type = RV_REPL_T_HELLO, .payload_len = RV_REPL_HELLO_SIZE };
+    rv_repl_encode_hdr(pc->hello_buf, &hdr);
+    rv_repl_encode_hello(pc->hello_buf + RV_REPL_HDR_SIZE, RV_REPL_HELLO_SIZE, &h);
+    pc->hello_item.hdr_len = 0;
+    pc->hello_item.data = pc->hello_buf;
+    pc->hello_item.data_len = HELLO_FRAME_MAX;
+    pc->hello_item.done = hello_sent;
+    pc->hello_queued = true;
+    rv_sockconn_send(&pc->sc, &pc->hello_item);
+}
+
+/* Log a refusal once; the same one again (the peer retries) only at debug
+ * level, so a refused pair doesn't flood the log. */
+static void log_refusal(struct rv_peer *p, const char *fmt_who, const char *addr, uint32_t reason,
+                        const char *msg)
+{
+    char line[sizeof p->last_refusal];
+    snprintf(line, sizeof line, "%s: %s", rv_repl_refuse_name(reason), msg);
+    enum rv_log_level lvl = strcmp(line, p->last_refusal) ? RV_LOG_ERROR : RV_LOG_DEBUG;
+    rv_log(lvl, "volume %s: %s %s: %s%s", p->v->meta.name, fmt_who, addr, line,
+           lvl == RV_LOG_ERROR ? " (retrying; repeats are logged at debug level)" : "");
+    memcpy(p->last_refusal, line, sizeof line);
+}
+
+/* Refuse the peer: tell it why, log it here, close once sent. */
+static void send_refuse(struct peer_conn *pc, uint32_t reason, const char *msg)
+{
+    log_refusal(pc->p, "refusing peer", pc->addr, reason, msg);
+    size_t n = rv_repl_encode_refuse(pc->hello_buf, sizeof pc->hello_buf, reason, msg);
+    pc->hello_item.hdr_len = 0;
+    pc->hello_item.data = pc->hello_buf;
+    pc->hello_item.data_len = (uint32_t)n;
+    pc->hello_item.done = hello_sent;
+    pc->hello_queued = true;
+    pc->close_after_send = true;
+    pc->state = PC_CLOSING;
+    rv_sockconn_pause(&pc->sc);
+    rv_sockconn_send(&pc->sc, &pc->hello_item);
+}
+
+/* Data generations (this issue's rule; resync refines it): the copies are
+ * in sync when both carry the same current generation. */
+static uint32_t check_generations(const struct rv_peer *p, const struct rv_repl_hello *r,
+                                  char *msg, size_t len)
+{
+    const struct rv_meta *m = &p->v->meta;
+    if (m->current_gen == r->current_gen && m->bitmap_gen == 0 && r->bitmap_gen == 0) {
+        snprintf(msg, len, "in sync at generation %016" PRIx64, m->current_gen);
+        return 0;
+    }
+    snprintf(msg, len,
+             "data generations differ: local %016" PRIx64 " (base %016" PRIx64 "), peer %016" PRIx64
+             " (base %016" PRIx64 "): the copies are not known to be identical and need a resync",
+             m->current_gen, m->bitmap_gen, r->current_gen, r->bitmap_gen);
+    return RV_REPL_REFUSE_GENERATION;
+}
+
+static void pc_connected(struct peer_conn *pc, const char *msg)
+{
+    struct rv_peer *p = pc->p;
+    pc->state = PC_CONNECTED;
+    set_state(p, RV_PEER_CONNECTED);
+    p->connects++;
+    p->backoff_ms = BACKOFF_MIN_MS;
+    p->last_refusal[0] = '\0';
+    rv_info("volume %s: connected to peer node %u (%s, %s) at %s, mode %s: %s", p->v->meta.name,
+            pc->remote.node_id, pc->remote.name, rv_role_name(pc->remote.role), pc->addr,
+            rv_repl_mode_name(p->o.mode), msg);
+    rv_volume_peer_in_sync(p->v);
+}
+
+/* A HELLO (or REFUSE) arrived during the handshake. */
+static void handle_hello(struct peer_conn *pc, const struct rv_repl_hdr *h, const uint8_t *body)
+{
+    struct rv_peer *p = pc->p;
+    char msg[RV_REPL_MSG_LEN + 64];
+    if (h->type == RV_REPL_T_REFUSE) {
+        char why[RV_REPL_REFUSE_MSG_MAX + 1];
+        rv_repl_decode_refuse_msg(body, h->payload_len, why, sizeof why);
+        log_refusal(p, "refused by peer", pc->addr, h->status, why);
+        set_state(p, RV_PEER_REFUSED);
+        pc_close(pc, NULL);
+        return;
+    }
+    if (h->type != RV_REPL_T_HELLO) {
+        snprintf(msg, sizeof msg, "expected HELLO, got %s", rv_repl_type_name(h->type));
+        send_refuse(pc, RV_REPL_REFUSE_PROTOCOL, msg);
+        return;
+    }
+    char why[RV_REPL_MSG_LEN];
+    int r = rv_repl_decode_hello_ex(body, h->payload_len, &pc->remote, why, sizeof why);
+    struct rv_repl_hello local;
+    fill_hello(p, &local);
+    if (r < 0 && rv_repl_common_version(&local, &pc->remote) != 0) {
+        snprintf(msg, sizeof msg, "malformed HELLO: %s", why);
+        send_refuse(pc, RV_REPL_REFUSE_PROTOCOL, msg);
+        return;
+    }
+    uint32_t reason = rv_repl_check_compat(&local, &pc->remote, msg, sizeof msg);
+    if (!reason && pc->remote.role == RV_ROLE_SECONDARY && local.role == RV_ROLE_SECONDARY) {
+        /* Two secondaries have nothing to replicate; wait for a primary. */
+        reason = RV_REPL_REFUSE_NO_PRIMARY;
+        snprintf(msg, sizeof msg, "both nodes are secondary");
+    }
+    if (!reason)
+        reason = check_generations(p, &pc->remote, msg, sizeof msg);
+    if (reason) {
+        set_state(p, RV_PEER_REFUSED);
+        send_refuse(pc, reason, msg);
+        return;
+    }
+    if (!pc->outgoing)
+        send_hello(pc);         /* the acceptor answers with its own */
+    pc_connected(pc, msg);
+}
+
+/* ------------------------------------------------------------ primary side */
+
+static void leg_unlink(struct peer_conn *pc, struct rv_peer_leg *leg)
+{
+    if (leg->prev)
+        leg->prev->next = leg->next;
+    else
+        pc->legs_head = leg->next;
+    if (leg->next)
+        leg->next->prev = leg->prev;
+    else
+        pc->legs_tail = leg->prev;
+    leg->prev = leg->next = NULL;
+    pc->legs--;
+}
+
+static void leg_finish(struct peer_conn *pc, struct rv_peer_leg *leg, int result)
+{
+    leg_unlink(pc, leg);
+    leg->active = 0;
+    struct rv_req *req = RV_CONTAINER_OF(leg, struct rv_req, peer);
+    rv_volume_peer_done(req, result);
+}
+
+static void leg_sent(struct rv_sendq_item *it, int err)
+{
+    struct rv_peer_leg *leg = RV_CONTAINER_OF(it, struct rv_peer_leg, item);
+    leg->sent = 1;
+    struct rv_req *req = RV_CONTAINER_OF(leg, struct rv_req, peer);
+    struct rv_peer *p = req->vol->peer;
+    struct peer_conn *pc = p->conn;
+    if (err)
+        return;                 /* the closing connection finishes it */
+    leg->sent_ns = rv_now_ns();
+    if (leg->acked && pc)
+        leg_finish(pc, leg, 0);
+}
+
+static void async_sent(struct rv_sendq_item *it, int err)
+{
+    struct async_frame *f = RV_CONTAINER_OF(it, struct async_frame, item);
+    struct rv_peer *p = f->p;
+    if (f->buf)
+        rv_bufpool_put(&p->async_pool, f->buf);
+    f->buf = NULL;
+    f->next_free = p->async_free;
+    p->async_free = f;
+}
+
+static uint16_t frame_type(uint8_t io_type)
+{
+    switch (io_type) {
+    case RV_IO_WRITE: return RV_REPL_T_WRITE;
+    case RV_IO_TRIM: return RV_REPL_T_TRIM;
+    case RV_IO_ZERO: return RV_REPL_T_ZERO;
+    default: return RV_REPL_T_FLUSH;
+    }
+}
+
+static void encode_req_hdr(struct rv_peer *p, const struct rv_req *req, uint64_t seq, uint8_t *out)
+{
+    struct rv_repl_hdr h = { .type = frame_type(req->type), .seq = seq };
+    if (req->type != RV_IO_FLUSH) {
+        h.offset = req->off;
+        h.length = req->len;
+    }
+    if (req->type == RV_IO_WRITE)
+        h.payload_len = req->len;
+    if (req->flags & RV_IO_FUA)
+        h.flags |= RV_REPL_F_FUA;
+    if (req->type == RV_IO_ZERO && (req->flags & RV_IO_NO_HOLE))
+        h.flags |= RV_REPL_F_NO_HOLE;
+    if (p->o.mode == RV_MODE_B)
+        h.flags |= RV_REPL_F_ACK_ON_RECEIVE;
+    rv_repl_encode_hdr(out, &h);
+}
+
+bool rv_peer_submit(struct rv_peer *p, struct rv_req *req)
+{
+    struct peer_conn *pc = p->conn;
+    if (p->state != RV_PEER_CONNECTED || !pc || pc->state != PC_CONNECTED)
+        return false;
+    uint64_t seq = ++p->seq;
+    p->frames_sent++;
+    if (req->type == RV_IO_WRITE)
+        p->bytes_replicated += req->len;
+    pc->last_tx_ns = rv_now_ns();
+
+    if (p->o.mode == RV_MODE_A) {
+        /* Queued is enough: copy into a frame of our own.  Out of frames or
+         * buffer space means the link is behind: say no, and the write is
+         * treated like one made without the peer (back-pressure by losing
+         * the peer would be worse; a bounded queue is the promise). */
+        struct async_frame *f = p->async_free;
+        void *buf = NULL;
+        if (f && req->type == RV_IO_WRITE)
+            buf = rv_bufpool_get(&p->async_pool, req->len);
+        if (!f || (req->type == RV_IO_WRITE && !buf)) {
+            rv_warn("volume %s: mode A send buffer full: disconnecting the lagging peer",
+                    p->v->meta.name);
+            pc_close(pc, "send buffer full");
+            return false;
+        }
+        p->async_free = f->next_free;
+        f->buf = buf;
+        if (buf)
+            memcpy(buf, req->buf, req->len);
+        encode_req_hdr(p, req, seq, f->item.hdr);
+        f->item.hdr_len = RV_REPL_HDR_SIZE;
+        f->item.data = buf;
+        f->item.data_len = buf ? req->len : 0;
+        f->item.done = async_sent;
+        rv_sockconn_send(&pc->sc, &f->item);
+        /* The peer leg is done: "queued for sending".  (The local leg is
+         * not submitted yet, so this cannot complete the request inline.) */
+        req->peer.seq = seq;
+        rv_volume_peer_done(req, 0);
+        return true;
+    }
+
+    struct rv_peer_leg *leg = &req->peer;
+    leg->seq = seq;
+    leg->active = 1;
+    leg->acked = leg->sent = 0;
+    leg->sent_ns = 0;
+    encode_req_hdr(p, req, seq, leg->item.hdr);
+    leg->item.hdr_len = RV_REPL_HDR_SIZE;
+    leg->item.data = req->type == RV_IO_WRITE ? req->buf : NULL;
+    leg->item.data_len = req->type == RV_IO_WRITE ? req->len : 0;
+    leg->item.done = leg_sent;
+    leg->prev = pc->legs_tail;
+    leg->next = NULL;
+    if (pc->legs_tail)
+        pc->legs_tail->next = leg;
+    else
+        pc->legs_head = leg;
+    pc->legs_tail = leg;
+    pc->legs++;
+    rv_sockconn_send(&pc->sc, &leg->item);
+    return true;
+}
+
+static struct rv_peer_leg *find_leg(struct peer_conn *pc, uint64_t seq)
+{
+    /* Answers come mostly in order: search from the oldest. */
+    for (struct rv_peer_leg *l = pc->legs_head; l; l = l->next)
+        if (l->seq == seq)
+            return l;
+    return NULL;
+}
+
+static void handle_answer(struct peer_conn *pc, const struct rv_repl_hdr *h)
+{
+    struct rv_peer *p = pc->p;
+    if (h->type == RV_REPL_T_PONG)
+        return;
+    struct rv_peer_leg *leg = find_leg(pc, h->seq);
+    if (h->type == RV_REPL_T_NACK) {
+        p->nacks++;
+        /* The peer could not store a write we sent (disk full, I/O error):
+         * its copy is now missing data.  Don't count it as replicated; drop
+         * the link so the copies are resynced before it is trusted again. */
+        rv_err("volume %s: peer %s failed to apply request %" PRIu64 ": %s; disconnecting",
+               p->v->meta.name, pc->addr, h->seq, strerror((int)h->status));
+        pc_close(pc, "peer failed a write");
+        return;
+    }
+    p->acks++;
+    if (!leg) {
+        if (p->o.mode != RV_MODE_A)
+            rv_debug("volume %s: ACK for unknown request %" PRIu64, p->v->meta.name, h->seq);
+        return;
+    }
+    leg->acked = 1;
+    if (leg->sent_ns)
+        p->rtt_ns_last = rv_now_ns() - leg->sent_ns;
+    /* Mode C: the peer completed it (durably if FUA, or a FLUSH).
+     * Mode B: the peer has received it.  Either way the promise of the
+     * mode holds now; the leg ends once our own send has completed too. */
+    if (leg->sent)
+        leg_finish(pc, leg, 0);
+}
+
+/* ------------------------------------------------------------ secondary side */
+
+static void rreq_ack_sent(struct rv_sendq_item *it, int err)
+{
+    struct remote_req *rr = RV_CONTAINER_OF(it, struct remote_req, ack);
+    struct peer_conn *pc = rr->pc;
+    if (rr->early_acked && rr->busy) {
+        /* The early RECEIVED ack went out; the request is still running. */
+        rr->early_acked = false;
+        return;
+    }
+    rr->next_free = pc->free_rreqs;
+    pc->free_rreqs = rr;
+    pc->busy--;
+    if (pc->paused && !pc->resume_pending && pc->state != PC_CLOSING) {
+        pc->paused = false;
+        pc->resume_pending = true;
+        rv_loop_defer(pc->p->loop, &pc->resume_op, 0);
+    }
+    if (pc->state == PC_CLOSING && pc->sc_closed && pc->busy == 0)
+        pc_close(pc, NULL);     /* finishes the free */
+}
+
+static void send_answer(struct peer_conn *pc, struct remote_req *rr, uint16_t type, uint32_t status,
+                        uint32_t flags)
+{
+    struct rv_repl_hdr h = { .type = type, .seq = rr->seq, .status = status, .flags = flags };
+    rv_repl_encode_hdr(rr->ack.hdr, &h);
+    rr->ack.hdr_len = RV_REPL_HDR_SIZE;
+    rr->ack.data = NULL;
+    rr->ack.data_len = 0;
+    rr->ack.done = rreq_ack_sent;
+    rv_sockconn_send(&pc->sc, &rr->ack);
+}
+
+static void rreq_done(struct rv_req *req)
+{
+    struct remote_req *rr = RV_CONTAINER_OF(req, struct remote_req, req);
+    struct peer_conn *pc = rr->pc;
+    struct rv_volume *v = pc->p->v;
+    if (req->buf) {
+        rv_bufpool_put(&v->pool, req->buf);
+        req->buf = NULL;
+    }
+    rr->busy = false;
+    if (req->result < 0)
+        rv_err("volume %s: applying %s off=%" PRIu64 " len=%" PRIu32 " from the primary failed: %s",
+               v->meta.name, rv_repl_type_name(rr->type), req->off, req->len, strerror(-req->result));
+    if (rr->early_acked) {
+        /* Mode B acked on receipt; a failure now can only be reported as a
+         * NACK the primary treats as "peer failed" (and resyncs later). */
+        if (req->result == 0) {
+            /* wait for the early ack's send to finish, then free */
+            return;
+        }
+    }
+    if (pc->state == PC_CLOSING) {
+        rreq_ack_sent(&rr->ack, -ECONNRESET);
+        return;
+    }
+    if (req->result < 0)
+        send_answer(pc, rr, RV_REPL_T_NACK, (uint32_t)-req->result, 0);
+    else
+        send_answer(pc, rr, RV_REPL_T_ACK, 0, 0);
+}
+
+static void rreq_submit(struct peer_conn *pc, struct remote_req *rr)
+{
+    if (rr->early_acked)
+        send_answer(pc, rr, RV_REPL_T_ACK, 0, RV_REPL_F_RECEIVED);
+    rv_volume_submit(pc->p->v, &rr->req);
+}
+
+static void buf_wake(struct rv_bufpool_waiter *w)
+{
+    struct peer_conn *pc = RV_CONTAINER_OF(w, struct peer_conn, buf_wait);
+    if (pc->paused && !pc->resume_pending && pc->state != PC_CLOSING) {
+        pc->paused = false;
+        pc->resume_pending = true;
+        rv_loop_defer(pc->p->loop, &pc->resume_op, 0);
+    }
+}
+
+static void resume_cb(struct rv_op *op, int res)
+{
+    struct peer_conn *pc = RV_CONTAINER_OF(op, struct peer_conn, resume_op);
+    pc->resume_pending = false;
+    if (pc->state == PC_CLOSING) {
+        if (pc->sc_closed && pc->busy == 0)
+            pc_close(pc, NULL);
+        return;
+    }
+    pc_process(pc);
+    if (!pc->paused && pc->state != PC_CLOSING)
+        rv_sockconn_read(&pc->sc);
+}
+
+/* Start applying a request frame.  Returns false to pause (no slot or
+ * buffer); the header is then left unconsumed. */
+static bool start_remote(struct peer_conn *pc, const struct rv_repl_hdr *h)
+{
+    struct rv_volume *v = pc->p->v;
+    struct remote_req *rr = pc->free_rreqs;
+    if (!rr)
+        return false;
+    void *buf = NULL;
+    if (h->type == RV_REPL_T_WRITE) {
+        buf = rv_bufpool_get(&v->pool, h->length);
+        if (!buf) {
+            rv_bufpool_wait(&v->pool, &pc->buf_wait);
+            return false;
+        }
+    }
+    pc->free_rreqs = rr->next_free;
+    pc->busy++;
+    rr->busy = true;
+    rr->seq = h->seq;
+    rr->type = h->type;
+    rr->early_acked = (h->flags & RV_REPL_F_ACK_ON_RECEIVE) != 0;
+    memset(&rr->req, 0, sizeof rr->req);
+    rr->req.origin = RV_ORIGIN_PEER;
+    rr->req.off = h->offset;
+    rr->req.len = h->length;
+    rr->req.buf = buf;
+    rr->req.done = rreq_done;
+    rr->req.flags = (h->flags & RV_REPL_F_FUA) ? RV_IO_FUA : 0;
+    switch (h->type) {
+    case RV_REPL_T_WRITE: rr->req.type = RV_IO_WRITE; break;
+    case RV_REPL_T_TRIM: rr->req.type = RV_IO_TRIM; break;
+    case RV_REPL_T_ZERO:
+        rr->req.type = RV_IO_ZERO;
+        if (h->flags & RV_REPL_F_NO_HOLE)
+            rr->req.flags |= RV_IO_NO_HOLE;
+        break;
+    default:
+        rr->req.type = RV_IO_FLUSH;
+        rr->req.off = 0;
+        rr->req.len = 0;
+        break;
+    }
+    if (h->type == RV_REPL_T_WRITE) {
+        pc->payload = rr;
+        pc->payload_have = 0;
+    } else {
+        rreq_submit(pc, rr);
+    }
+    return true;
+}
+
+static void pong_sent(struct rv_sendq_item *it, int err)
+{
+    struct peer_conn *pc = RV_CONTAINER_OF(it, struct peer_conn, pong_item);
+    pc->pong_queued = false;
+}
+
+static void ping_sent(struct rv_sendq_item *it, int err)
+{
+    struct peer_conn *pc = RV_CONTAINER_OF(it, struct peer_conn, ping_item);
+    pc->ping_queued = false;
+}
+
+static void send_ping(struct peer_conn *pc, uint16_t type, uint64_t seq)
+{
+    struct rv_sendq_item *it = type == RV_REPL_T_PING ? &pc->ping_item : &pc->pong_item;
+    bool *queued = type == RV_REPL_T_PING ? &pc->ping_queued : &pc->pong_queued;
+    if (*queued)
+        return;
+    struct rv_repl_hdr h = { .type = type, .seq = seq };
+    rv_repl_encode_hdr(it->hdr, &h);
+    it->hdr_len = RV_REPL_HDR_SIZE;
+    it->data = NULL;
+    it->data_len = 0;
+    it->done = type == RV_REPL_T_PING ? ping_sent : pong_sent;
+    *queued = true;
+    pc->last_tx_ns = rv_now_ns();
+    rv_sockconn_send(&pc->sc, it);
+}
+
+/* ------------------------------------------------------------ input */
+
+static void pc_process(struct peer_conn *pc)
+{
+    struct rv_sockconn *sc = &pc->sc;
+    struct rv_peer *p = pc->p;
+    while (pc->state != PC_CLOSING && !pc->paused) {
+        uint32_t avail = sc->rlen - sc->rpos;
+        if (pc->payload) {
+            struct remote_req *rr = pc->payload;
+            uint32_t take = RV_MIN(avail, rr->req.len - pc->payload_have);
+            memcpy((uint8_t *)rr->req.buf + pc->payload_have, sc->rbuf + sc->rpos, take);
+            sc->rpos += take;
+            pc->payload_have += take;
+            if (pc->payload_have < rr->req.len) {
+                /* The rest straight into the request's buffer. */
+                rv_sockconn_recv_into(sc, (uint8_t *)rr->req.buf + pc->payload_have,
+                                      rr->req.len - pc->payload_have);
+                pc->payload_have = rr->req.len;     /* complete when on_input runs again */
+                return;
+            }
+            pc->payload = NULL;
+            rreq_submit(pc, rr);
+            continue;
+        }
+        struct rv_repl_hdr h;
+        int n = rv_repl_decode_hdr(sc->rbuf + sc->rpos, avail, &h);
+        if (n == 0)
+            return;             /* need more bytes */
+        if (n < 0) {
+            char why[160];
+            if (n == RV_REPL_ERR_VERSION)
+                snprintf(why, sizeof why, "peer speaks replication frame version %u, this node %u",
+                         h.version, RV_REPL_VERSION);
+            else
+                snprintf(why, sizeof why, "malformed frame: %s", rv_repl_strerror(n));
+            if (pc->state == PC_HELLO)
+                send_refuse(pc, n == RV_REPL_ERR_VERSION ? RV_REPL_REFUSE_VERSION : RV_REPL_REFUSE_PROTOCOL, why);
+            else
+                pc_close(pc, why);
+            return;
+        }
+        bool carries_body = h.type == RV_REPL_T_HELLO || h.type == RV_REPL_T_REFUSE;
+        if (carries_body && avail < RV_REPL_HDR_SIZE + h.payload_len) {
+            if (RV_REPL_HDR_SIZE + h.payload_len > sc->rcap) {
+                pc_close(pc, "handshake frame larger than the receive buffer");
+                return;
+            }
+            return;             /* wait for the whole body */
+        }
+        pc->last_rx_ns = rv_now_ns();
+        if (pc->state == PC_HELLO) {
+            if (!carries_body) {
+                send_refuse(pc, RV_REPL_REFUSE_PROTOCOL, "expected HELLO first");
+                return;
+            }
+            sc->rpos += RV_REPL_HDR_SIZE + h.payload_len;
+            handle_hello(pc, &h, sc->rbuf + sc->rpos - h.payload_len);
+            continue;
+        }
+        switch (h.type) {
+        case RV_REPL_T_WRITE:
+        case RV_REPL_T_TRIM:
+        case RV_REPL_T_ZERO:
+        case RV_REPL_T_FLUSH:
+            if (pc->remote.role != RV_ROLE_PRIMARY || p->v->role == RV_ROLE_PRIMARY) {
+                pc_close(pc, "write from a node that is not primary");
+                return;
+            }
+            if (!start_remote(pc, &h)) {
+                pc->paused = true;
+                rv_sockconn_pause(sc);
+                return;
+            }
+            sc->rpos += RV_REPL_HDR_SIZE;
+            continue;
+        case RV_REPL_T_ACK:
+        case RV_REPL_T_NACK:
+        case RV_REPL_T_PONG:
+            sc->rpos += RV_REPL_HDR_SIZE;
+            handle_answer(pc, &h);
+            continue;
+        case RV_REPL_T_PING:
+            sc->rpos += RV_REPL_HDR_SIZE;
+            send_ping(pc, RV_REPL_T_PONG, h.seq);
+            continue;
+        default: {
+            char why[96];
+            snprintf(why, sizeof why, "unexpected %s frame", rv_repl_type_name(h.type));
+            pc_close(pc, why);
+            return;
+        }
+        }
+    }
+}
+
+static void pc_on_input(struct rv_sockconn *sc)
+{
+    struct peer_conn *pc = RV_CONTAINER_OF(sc, struct peer_conn, sc);
+    pc->last_rx_ns = rv_now_ns();
+    pc_process(pc);
+}
+
+static void pc_on_eof(struct rv_sockconn *sc, int err)
+{
+    struct peer_conn *pc = RV_CONTAINER_OF(sc, struct peer_conn, sc);
+    char why[96];
+    snprintf(why, sizeof why, "%s", err == 0 ? "peer closed the connection" : strerror(-err));
+    pc_close(pc, why);
+}
+
+/* ------------------------------------------------------------ lifetime */
+
+static void pc_free(struct peer_conn *pc)
+{
+    struct rv_peer *p = pc->p;
+    rv_bufpool_cancel_wait(&p->v->pool, &pc->buf_wait);
+    rv_sockconn_fini(&pc->sc);
+    free(pc->rreqs);
+    free(pc);
+    p->conns_alive--;
+    peer_maybe_shutdown_done(p);
+}
+
+static void pc_on_closed(struct rv_sockconn *sc)
+{
+    struct peer_conn *pc = RV_CONTAINER_OF(sc, struct peer_conn, sc);
+    pc->sc_closed = true;
+    /* No socket operation refers to a leg's buffer any more: every leg the
+     * connection still holds is "not on the peer". */
+    while (pc->legs_head)
+        leg_finish(pc, pc->legs_head, -ENOTCONN);
+    if (pc->payload) {
+        struct remote_req *rr = pc->payload;
+        pc->payload = NULL;
+        rv_bufpool_put(&pc->p->v->pool, rr->req.buf);
+        rr->req.buf = NULL;
+        rr->busy = false;
+        rr->early_acked = false;
+        rreq_ack_sent(&rr->ack, -ECONNRESET);
+    }
+    if (pc->busy == 0 && !pc->resume_pending)
+        pc_free(pc);
+}
+
+static void pc_close(struct peer_conn *pc, const char *why)
+{
+    struct rv_peer *p = pc->p;
+    if (pc->sc_closed) {
+        if (pc->busy == 0 && !pc->resume_pending)
+            pc_free(pc);
+        return;
+    }
+    if (pc->state == PC_CLOSING && pc->sc.closing)
+        return;
+    bool was_connected = pc->state == PC_CONNECTED;
+    pc->state = PC_CLOSING;
+    if (p->conn == pc) {
+        p->conn = NULL;
+        if (p->state != RV_PEER_REFUSED)
+            set_state(p, p->o.peer || p->o.listen ? RV_PEER_DISCONNECTED : RV_PEER_NONE);
+        p->next_dial_ns = rv_now_ns() + (uint64_t)p->backoff_ms * 1000000u;
+        p->backoff_ms = RV_MIN(p->backoff_ms * 2, BACKOFF_MAX_MS);
+    }
+    if (was_connected && p->shutting_down) {
+        /* Our own clean stop: every client request was answered with the
+         * peer's acknowledgement, so the copies are still the same. */
+        p->disconnects++;
+    } else if (was_connected) {
+        p->disconnects++;
+        rv_warn("volume %s: lost peer %s: %s; continuing without it", p->v->meta.name, pc->addr,
+                why ? why : "closed");
+        rv_volume_peer_lost(p->v);
+    } else if (why) {
+        rv_warn("volume %s: peer connection %s closed: %s", p->v->meta.name, pc->addr, why);
+    }
+    rv_sockconn_close(&pc->sc, -ENOTCONN);
+}
+
+static const struct rv_sockconn_ops pc_ops = {
+    .on_input = pc_on_input,
+    .on_eof = pc_on_eof,
+    .on_closed = pc_on_closed,
+};
+
+static struct peer_conn *pc_new(struct rv_peer *p, int fd, bool outgoing, const char *addr)
+{
+    struct peer_conn *pc = calloc(1, sizeof *pc);
+    if (!pc)
+        return NULL;
+    pc->rreqs = calloc(p->o.max_inflight, sizeof *pc->rreqs);
+    if (!pc->rreqs || rv_sockconn_init(&pc->sc, p->loop, fd, PEER_RBUF_SIZE, &pc_ops) < 0) {
+        free(pc->rreqs);
+        free(pc);
+        return NULL;
+    }
+    for (unsigned i = 0; i < p->o.max_inflight; i++) {
+        pc->rreqs[i].pc = pc;
+        pc->rreqs[i].next_free = pc->free_rreqs;
+        pc->free_rreqs = &pc->rreqs[i];
+    }
+    pc->p = p;
+    pc->outgoing = outgoing;
+    pc->state = PC_HELLO;
+    pc->buf_wait.wake = buf_wake;
+    pc->resume_op.fn = resume_cb;
+    pc->last_rx_ns = pc->last_tx_ns = rv_now_ns();
+    snprintf(pc->addr, sizeof pc->addr, "%s", addr);
+    p->conns_alive++;
+    return pc;
+}
+
+/* ------------------------------------------------------------ dial / accept */
+
+static void on_connect(struct rv_op *op, int res)
+{
+    struct peer_conn *pc = RV_CONTAINER_OF(op, struct peer_conn, connect_op);
+    struct rv_peer *p = pc->p;
+    if (res < 0 || p->shutting_down || p->conn != pc) {
+        if (res < 0 && p->state == RV_PEER_CONNECTING)
+            rv_debug("volume %s: connecting to peer %s: %s", p->v->meta.name, pc->addr, strerror(-res));
+        if (p->conn == pc) {
+            p->conn = NULL;
+            set_state(p, RV_PEER_DISCONNECTED);
+        }
+        p->next_dial_ns = rv_now_ns() + (uint64_t)p->backoff_ms * 1000000u;
+        p->backoff_ms = RV_MIN(p->backoff_ms * 2, BACKOFF_MAX_MS);
+        pc->state = PC_CLOSING;
+        pc->sc_closed = true;
+        pc_free(pc);
+        return;
+    }
+    tune_socket(pc->sc.fd);
+    set_state(p, RV_PEER_HANDSHAKE);
+    send_hello(pc);
+    rv_sockconn_read(&pc->sc);
+}
+
+static void peer_dial(struct rv_peer *p)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (parse_hostport(p->peer_addr, &ss, &len, false) < 0) {
+        rv_err("volume %s: bad peer address %s", p->v->meta.name, p->peer_addr);
+        set_state(p, RV_PEER_REFUSED);
+        return;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    struct peer_conn *pc = pc_new(p, fd, true, p->peer_addr);
+    if (!pc) {
+        close(fd);
+        return;
+    }
+    pc->sa = ss;
+    pc->salen = len;
+    p->conn = pc;
+    set_state(p, RV_PEER_CONNECTING);
+    pc->connect_op.fn = on_connect;
+    struct io_uring_sqe *sqe = rv_loop_sqe(p->loop, &pc->connect_op);
+    io_uring_prep_connect(sqe, fd, (struct sockaddr *)&pc->sa, pc->salen);
+    /* A connect to a silent address must not hang forever. */
+    sqe->flags |= IOSQE_IO_LINK;
+    static struct __kernel_timespec connect_timeout = { .tv_sec = 5 };  /* read-only after init */
+    sqe = rv_loop_sqe(p->loop, NULL);
+    io_uring_prep_link_timeout(sqe, &connect_timeout, 0);
+}
+
+static void peer_arm_accept(struct rv_peer *p);
+
+static void on_accept(struct rv_op *op, int res)
+{
+    struct rv_peer *p = RV_CONTAINER_OF(op, struct rv_peer, accept_op);
+    p->accept_pending = false;
+    if (p->shutting_down) {
+        if (res >= 0)
+            close(res);
+        peer_maybe_shutdown_done(p);
+        return;
+    }
+    if (res >= 0) {
+        char addr[96] = "peer";
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        char host[64], port[16];
+        if (getpeername(res, (struct sockaddr *)&ss, &sl) == 0 &&
+            getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, port, sizeof port,
+                        NI_NUMERICHOST | NI_NUMERICSERV) == 0)
+            snprintf(addr, sizeof addr, "%s:%s", host, port);
+        tune_socket(res);
+        struct peer_conn *pc = pc_new(p, res, false, addr);
+        if (!pc) {
+            close(res);
+        } else if (p->conn) {
+            /* One peer connection at a time. */
+            pc->state = PC_HELLO;
+            send_refuse(pc, RV_REPL_REFUSE_BUSY, "already connected to a peer");
+        } else {
+            p->conn = pc;
+            set_state(p, RV_PEER_HANDSHAKE);
+            rv_sockconn_read(&pc->sc);
+        }
+    } else if (res != -EINTR && res != -EAGAIN && res != -ECONNABORTED) {
+        rv_warn("volume %s: replication listener: accept: %s", p->v->meta.name, strerror(-res));
+    }
+    peer_arm_accept(p);
+}
+
+static void peer_arm_accept(struct rv_peer *p)
+{
+    p->accept_op.fn = on_accept;
+    struct io_uring_sqe *sqe = rv_loop_sqe(p->loop, &p->accept_op);
+    io_uring_prep_accept(sqe, p->lfd, NULL, NULL, SOCK_CLOEXEC);
+    p->accept_pending = true;
+}
+
+/* ------------------------------------------------------------ tick */
+
+static void peer_tick(struct rv_op *op, int res);
+
+static void arm_tick(struct rv_peer *p)
+{
+    unsigned ms = RV_MIN(p->o.ping_ms, 250u);
+    p->tick_ts.tv_sec = ms / 1000;
+    p->tick_ts.tv_nsec = (long long)(ms % 1000) * 1000000;
+    p->tick_op.fn = peer_tick;
+    struct io_uring_sqe *sqe = rv_loop_sqe(p->loop, &p->tick_op);
+    io_uring_prep_timeout(sqe, &p->tick_ts, 0, 0);
+    p->tick_pending = true;
+}
+
+static void peer_tick(struct rv_op *op, int res)
+{
+    struct rv_peer *p = RV_CONTAINER_OF(op, struct rv_peer, tick_op);
+    p->tick_pending = false;
+    if (p->shutting_down) {
+        peer_maybe_shutdown_done(p);
+        return;
+    }
+    uint64_t now = rv_now_ns();
+    uint64_t timeout = (uint64_t)p->o.timeout_ms * 1000000u;
+    struct peer_conn *pc = p->conn;
+    if (pc && pc->state == PC_CONNECTED) {
+        if (now - pc->last_rx_ns > timeout) {
+            char why[96];
+            snprintf(why, sizeof why, "no answer for %u ms", p->o.timeout_ms);
+            pc_close(pc, why);
+        } else if (now - pc->last_tx_ns > (uint64_t)p->o.ping_ms * 1000000u ||
+                   now - pc->last_rx_ns > (uint64_t)p->o.ping_ms * 1000000u) {
+            send_ping(pc, RV_REPL_T_PING, ++pc->ping_seq);
+        }
+    } else if (pc && pc->state == PC_HELLO && now - pc->last_rx_ns > timeout) {
+        pc_close(pc, "handshake timed out");
+    }
+    if (!p->conn && p->peer_addr[0] && p->v->role == RV_ROLE_PRIMARY && now >= p->next_dial_ns)
+        peer_dial(p);
+    arm_tick(p);
+}
+
+/* ------------------------------------------------------------ API */
+
+int rv_peer_create(struct rv_peer **out, struct rv_volume *v, struct rv_loop *loop,
+                   const struct rv_peer_opts *opts)
+{
+    struct rv_peer *p = calloc(1, sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    p->v = v;
+    p->loop = loop;
+    p->o = *opts;
+    p->lfd = -1;
+    if (opts->peer)
+        snprintf(p->peer_addr, sizeof p->peer_addr, "%s", opts->peer);
+    if (opts->listen)
+        snprintf(p->listen_addr, sizeof p->listen_addr, "%s", opts->listen);
+    p->o.peer = p->peer_addr[0] ? p->peer_addr : NULL;
+    p->o.listen = p->listen_addr[0] ? p->listen_addr : NULL;
+    if (!p->o.mode)
+        p->o.mode = RV_MODE_C;
+    if (!p->o.timeout_ms)
+        p->o.timeout_ms = 6000;
+    if (!p->o.ping_ms)
+        p->o.ping_ms = 1000;
+    if (!p->o.max_inflight)
+        p->o.max_inflight = 256;
+    p->backoff_ms = BACKOFF_MIN_MS;
+    p->state = RV_PEER_DISCONNECTED;
+    if (p->o.mode == RV_MODE_A) {
+        /* The bounded send buffer mode A promises. */
+        int r = rv_bufpool_init(&p->async_pool, v->max_request, 32u << 20);
+        p->async_frames = calloc(ASYNC_FRAMES, sizeof *p->async_frames);
+        if (r < 0 || !p->async_frames) {
+            free(p->async_frames);
+            free(p);
+            return -ENOMEM;
+        }
+        for (unsigned i = 0; i < ASYNC_FRAMES; i++) {
+            p->async_frames[i].p = p;
+            p->async_frames[i].next_free = p->async_free;
+            p->async_free = &p->async_frames[i];
+        }
+    }
+    *out = p;
+    return 0;
+}
+
+int rv_peer_start(struct rv_peer *p)
+{
+    if (p->o.listen) {
+        struct sockaddr_storage ss;
+        socklen_t len;
+        if (parse_hostport(p->o.listen, &ss, &len, true) < 0) {
+            rv_err("volume %s: --repl-listen %s: expected HOST:PORT", p->v->meta.name, p->o.listen);
+            return -EINVAL;
+        }
+        int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int one = 1;
+        if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+            bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 8) < 0) {
+            int e = -errno;
+            rv_err("volume %s: replication listener %s: %s", p->v->meta.name, p->o.listen, strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            return e;
+        }
+        p->lfd = fd;
+        peer_arm_accept(p);
+        rv_info("volume %s: replication listening on %s", p->v->meta.name, p->o.listen);
+    }
+    if (p->o.peer)
+        rv_info("volume %s: peer %s, mode %s", p->v->meta.name, p->o.peer, rv_repl_mode_name(p->o.mode));
+    p->next_dial_ns = 0;
+    arm_tick(p);
+    return 0;
+}
+
+static void peer_maybe_shutdown_done(struct rv_peer *p)
+{
+    if (!p->shutting_down || p->accept_pending || p->tick_pending || p->conns_alive > 0)
+        return;
+    if (p->shutdown_done) {
+        void (*done)(void *) = p->shutdown_done;
+        p->shutdown_done = NULL;
+        done(p->shutdown_arg);
+    }
+}
+
+void rv_peer_shutdown(struct rv_peer *p, void (*done)(void *arg), void *arg)
+{
+    p->shutting_down = true;
+    p->shutdown_done = done;
+    p->shutdown_arg = arg;
+    if (p->lfd >= 0) {
+        shutdown(p->lfd, SHUT_RDWR);
+        if (p->accept_pending) {
+            struct io_uring_sqe *sqe = rv_loop_sqe(p->loop, NULL);
+            io_uring_prep_cancel(sqe, &p->accept_op, 0);
+        }
+        close(p->lfd);
+        p->lfd = -1;
+    }
+    if (p->tick_pending) {
+        struct io_uring_sqe *sqe = rv_loop_sqe(p->loop, NULL);
+        io_uring_prep_timeout_remove(sqe, (uint64_t)(uintptr_t)&p->tick_op, 0);
+    }
+    if (p->conn) {
+        struct peer_conn *pc = p->conn;
+        if (pc->state == PC_CONNECTING) {
+            struct io_uring_sqe *sqe = rv_loop_sqe(p->loop, NULL);
+            io_uring_prep_cancel(sqe, &pc->connect_op, 0);
+            p->conn = NULL;
+        } else {
+            rv_info("volume %s: closing the replication link (shutdown)", p->v->meta.name);
+            pc_close(pc, NULL);
+        }
+    }
+    peer_maybe_shutdown_done(p);
+}
+
+void rv_peer_destroy(struct rv_peer *p)
+{
+    if (!p)
+        return;
+    if (p->lfd >= 0)
+        close(p->lfd);
+    if (p->o.mode == RV_MODE_A) {
+        rv_bufpool_fini(&p->async_pool);
+        free(p->async_frames);
+    }
+    free(p);
+}
+
+void rv_peer_status(const struct rv_peer *p, bool json, struct rv_strbuf *out)
+{
+    const struct peer_conn *pc = p->conn;
+    unsigned inflight = pc ? pc->legs + pc->busy : 0;
+    if (json) {
+        rv_sb_printf(out, "{\"state\":\"%s\",\"mode\":\"%s\",\"address\":", rv_peer_state_name(p->state),
+                     rv_repl_mode_name(p->o.mode));
+        rv_sb_json_str(out, p->peer_addr[0] ? p->peer_addr : (pc ? pc->addr : ""));
+        rv_sb_printf(out, ",\"listen\":");
+        rv_sb_json_str(out, p->listen_addr);
+        rv_sb_printf(out, ",\"peer_node\":%d,\"peer_role\":\"%s\",\"inflight\":%u,\"frames_sent\":%" PRIu64
+                     ",\"bytes_replicated\":%" PRIu64 ",\"acks\":%" PRIu64 ",\"nacks\":%" PRIu64
+                     ",\"connects\":%" PRIu64 ",\"disconnects\":%" PRIu64 ",\"rtt_us\":%" PRIu64
+                     ",\"bytes_sent\":%" PRIu64 ",\"bytes_received\":%" PRIu64 ",\"last_refusal\":",
+                     pc && pc->state == PC_CONNECTED ? (int)pc->remote.node_id : -1,
+                     pc && pc->state == PC_CONNECTED ? rv_role_name(pc->remote.role) : "unknown", inflight,
+                     p->frames_sent, p->bytes_replicated, p->acks, p->nacks, p->connects, p->disconnects,
+                     p->rtt_ns_last / 1000, pc ? pc->sc.bytes_out : 0, pc ? pc->sc.bytes_in : 0);
+        rv_sb_json_str(out, p->last_refusal);
+        rv_sb_printf(out, "}");
+        return;
+    }
+    char rep[32];
+    rv_sb_printf(out, "peer:        %s", rv_peer_state_name(p->state));
+    if (pc && pc->state == PC_CONNECTED)
+        rv_sb_printf(out, " to node %u (%s, %s) at %s", pc->remote.node_id, pc->remote.name,
+                     rv_role_name(pc->remote.role), pc->addr);
+    else if (p->peer_addr[0])
+        rv_sb_printf(out, " (peer %s)", p->peer_addr);
+    rv_sb_printf(out, "\nreplication: mode %s, %u in flight, %s replicated in %" PRIu64 " frames, %" PRIu64
+                 " acks, %" PRIu64 " nacks, %" PRIu64 " connects, %" PRIu64 " disconnects\n",
+                 rv_repl_mode_name(p->o.mode), inflight, rv_format_size(p->bytes_replicated, rep, sizeof rep),
+                 p->frames_sent, p->acks, p->nacks, p->connects, p->disconnects);
+    if (p->last_refusal[0])
+        rv_sb_printf(out, "refused:     %s\n", p->last_refusal);
+    if (p->listen_addr[0])
+        rv_sb_printf(out, "listening:   %s\n", p->listen_addr);
+}
