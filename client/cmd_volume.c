@@ -3,11 +3,13 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "repvol/meta_format.h"
@@ -59,8 +61,173 @@ static void create_usage(FILE *f, const char *prog)
             "  -b, --block-size 512|4096    logical block size exported (default 4096)\n"
             "  -g, --bitmap-granularity SZ  data bytes per dirty-bitmap bit: a power of\n"
             "                               two, at least 4K (default 4K)\n"
+            "  -u, --uuid UUID              create an empty mirror of an existing volume:\n"
+            "                               give it that volume's UUID (as 'repvol info'\n"
+            "                               shows it on the other node; --size must match\n"
+            "                               too).  The new image is Inconsistent, has no\n"
+            "                               data generation yet (current and bitmap\n"
+            "                               generation 0) and needs a full sync from a\n"
+            "                               peer before it can be used.  Without --uuid the\n"
+            "                               volume gets a new random UUID and starts\n"
+            "                               UpToDate (all zeroes).\n"
+            "      --node-id N              this replica's node id, 0-31 (default 0); the\n"
+            "                               two nodes of a mirror need different ids\n"
             "  -h, --help                   show this help\n",
             prog);
+}
+
+/* Parse --node-id: decimal 0..RV_META_MAX_NODES-1; prints the error. */
+static int parse_node_id(const char *prog, const char *arg, uint32_t *out)
+{
+    uint32_t v = 0;
+    size_t n = strlen(arg);
+    bool ok = n >= 1 && n <= 3;
+    for (size_t i = 0; ok && i < n; i++) {
+        if (arg[i] < '0' || arg[i] > '9')
+            ok = false;
+        else
+            v = v * 10 + (uint32_t)(arg[i] - '0');
+    }
+    if (!ok || v >= RV_META_MAX_NODES) {
+        cli_error(prog, "--node-id '%s': must be a whole number from 0 to %d", arg,
+                  RV_META_MAX_NODES - 1);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Parse --uuid; prints the error. */
+static int parse_uuid_opt(const char *prog, const char *arg, uint8_t uuid[RV_UUID_LEN])
+{
+    if (rv_uuid_parse(arg, uuid)) {
+        cli_error(prog, "--uuid '%s': not a UUID (expected 32 hex digits as 8-4-4-4-12, "
+                  "e.g. the uuid 'repvol info' shows for the volume to mirror)", arg);
+        return -1;
+    }
+    static const uint8_t nil[RV_UUID_LEN];
+    if (memcmp(uuid, nil, RV_UUID_LEN) == 0) {
+        cli_error(prog, "--uuid %s: the nil UUID cannot identify a volume", arg);
+        return -1;
+    }
+    return 0;
+}
+
+/* fsync the directory holding path, so a new directory entry is durable. */
+static int fsync_parent_dir(const char *path)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    if (!slash) {
+        strcpy(dir, ".");
+    } else if (slash == path) {
+        strcpy(dir, "/");
+    } else {
+        size_t n = (size_t)(slash - path);
+        if (n >= sizeof dir)
+            return -ENAMETOOLONG;
+        memcpy(dir, path, n);
+        dir[n] = '\0';
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return -errno;
+    int r = 0;
+    if (fsync(dfd) < 0 && errno != EINVAL)   /* EINVAL: fs can't sync dirs */
+        r = -errno;
+    close(dfd);
+    return r;
+}
+
+/* Move tmp to path, never replacing an existing path (-EEXIST). */
+static int rename_noreplace(const char *tmp, const char *path)
+{
+    if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) == 0)
+        return 0;
+    if (errno != EINVAL && errno != ENOSYS)
+        return -errno;
+    /* File system without RENAME_NOREPLACE: link() never replaces either. */
+    if (link(tmp, path) < 0)
+        return -errno;
+    unlink(tmp);
+    return 0;
+}
+
+/* What --uuid and --node-id change in a freshly created superblock. */
+struct create_overrides {
+    bool mirror;                    /* --uuid given */
+    uint8_t uuid[RV_UUID_LEN];
+    uint32_t node_id;
+};
+
+/* rv_meta_create_image() writes a standard fresh superblock.  To store
+ * other values without path ever showing a volume with the wrong identity,
+ * build the image under a temporary name next to it, rewrite its
+ * superblock, then rename it into place (never replacing anything).  A crash
+ * leaves at most the temporary file.  Prints its errors; returns 0 or -1. */
+static int create_image_with(const char *prog, const char *path, uint64_t size,
+                             const char *name, uint32_t block_size, uint32_t gran,
+                             const struct create_overrides *ov, struct rv_meta *out)
+{
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        cli_error(prog, "%s: file exists; refusing to overwrite", path);
+        return -1;
+    }
+    if (errno != ENOENT) {
+        cli_error(prog, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    char tmp[PATH_MAX];
+    int n = snprintf(tmp, sizeof tmp, "%s.creating.%ld", path, (long)getpid());
+    if (n < 0 || (size_t)n >= sizeof tmp) {
+        cli_error(prog, "%s: path too long", path);
+        return -1;
+    }
+    struct rv_meta m;
+    int r = rv_meta_create_image(tmp, size, name, block_size, gran, &m);
+    if (r) {
+        cli_error(prog, "%s: cannot create image (working file %s): %s", path, tmp,
+                  rv_meta_strerror(r));
+        return -1;
+    }
+    if (ov->mirror) {
+        memcpy(m.uuid, ov->uuid, RV_UUID_LEN);
+        m.disk_state = RV_DISK_INCONSISTENT;
+        m.current_gen = 0;
+        m.bitmap_gen = 0;
+        memset(m.history_gen, 0, sizeof m.history_gen);
+    }
+    m.node_id = ov->node_id;
+    const char *step = "write metadata";
+    int fd = open(tmp, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        r = -errno;
+    } else {
+        r = rv_meta_write_fd(fd, &m);       /* fdatasyncs */
+        if (close(fd) < 0 && !r)
+            r = -errno;
+    }
+    if (!r) {
+        step = "move into place";
+        r = rename_noreplace(tmp, path);
+    }
+    if (r) {
+        unlink(tmp);
+        if (r == -EEXIST)
+            cli_error(prog, "%s: file exists; refusing to overwrite", path);
+        else
+            cli_error(prog, "%s: cannot create image: %s: %s", path, step, rv_meta_strerror(r));
+        return -1;
+    }
+    r = fsync_parent_dir(path);
+    if (r) {
+        cli_error(prog, "%s: created, but syncing its directory failed: %s", path,
+                  strerror(-r));
+        return -1;
+    }
+    *out = m;
+    return 0;
 }
 
 /* Check a volume name; prints the error.  Returns 0 or -1. */
@@ -94,6 +261,8 @@ static void name_from_path(const char *path, char *out, size_t outlen)
     out[n] = '\0';
 }
 
+enum { OPT_NODE_ID = 256 };      /* long-only options */
+
 int cmd_create(int argc, char **argv)
 {
     const char *prog = argv[0];
@@ -102,14 +271,17 @@ int cmd_create(int argc, char **argv)
         { "name",               required_argument, NULL, 'n' },
         { "block-size",         required_argument, NULL, 'b' },
         { "bitmap-granularity", required_argument, NULL, 'g' },
+        { "uuid",               required_argument, NULL, 'u' },
+        { "node-id",            required_argument, NULL, OPT_NODE_ID },
         { "help",               no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     const char *size_arg = NULL, *name = NULL;
     uint64_t size = 0, block_size = RV_META_DEFAULT_BLOCK_SIZE,
              gran = RV_META_DEFAULT_GRANULARITY;
+    struct create_overrides ov = { .mirror = false, .node_id = 0 };
     int c;
-    while ((c = getopt_long(argc, argv, "s:n:b:g:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "s:n:b:g:u:h", opts, NULL)) != -1) {
         switch (c) {
         case 's':
             size_arg = optarg;
@@ -136,6 +308,15 @@ int cmd_create(int argc, char **argv)
                           "between 4K and 2G", optarg);
                 return RV_EXIT_FAIL;
             }
+            break;
+        case 'u':
+            if (parse_uuid_opt(prog, optarg, ov.uuid))
+                return RV_EXIT_FAIL;
+            ov.mirror = true;
+            break;
+        case OPT_NODE_ID:
+            if (parse_node_id(prog, optarg, &ov.node_id))
+                return RV_EXIT_FAIL;
             break;
         case 'h':
             create_usage(stdout, prog);
@@ -184,14 +365,20 @@ int cmd_create(int argc, char **argv)
         return RV_EXIT_FAIL;
 
     struct rv_meta m;
-    int r = rv_meta_create_image(path, size, name, (uint32_t)block_size, (uint32_t)gran, &m);
-    if (r == -EEXIST) {
-        cli_error(prog, "%s: file exists; refusing to overwrite", path);
-        return RV_EXIT_FAIL;
-    }
-    if (r) {
-        cli_error(prog, "%s: cannot create image: %s", path, rv_meta_strerror(r));
-        return RV_EXIT_FAIL;
+    if (ov.mirror || ov.node_id != 0) {
+        if (create_image_with(prog, path, size, name, (uint32_t)block_size, (uint32_t)gran,
+                              &ov, &m))
+            return RV_EXIT_FAIL;
+    } else {
+        int r = rv_meta_create_image(path, size, name, (uint32_t)block_size, (uint32_t)gran, &m);
+        if (r == -EEXIST) {
+            cli_error(prog, "%s: file exists; refusing to overwrite", path);
+            return RV_EXIT_FAIL;
+        }
+        if (r) {
+            cli_error(prog, "%s: cannot create image: %s", path, rv_meta_strerror(r));
+            return RV_EXIT_FAIL;
+        }
     }
 
     char uuid[RV_UUID_STR_LEN], mbuf[32], bbuf[32], gbuf[32];
@@ -201,13 +388,17 @@ int cmd_create(int argc, char **argv)
            "  uuid:       %s\n"
            "  size:       %s (%" PRIu64 " bytes)\n"
            "  block size: %" PRIu32 "\n"
-           "  metadata:   %s after the data (bitmap %s, %s per bit; superblock 4.0 KiB)\n",
+           "  metadata:   %s after the data (bitmap %s, %s per bit; superblock 4.0 KiB)\n"
+           "  node id:    %" PRIu32 "\n"
+           "  disk state: %s%s\n",
            path, m.name, uuid,
            rv_format_size(m.data_size, sbuf, sizeof sbuf), m.data_size,
            m.block_size,
            rv_format_size(m.bm_length + RV_META_SB_SIZE, mbuf, sizeof mbuf),
            rv_format_size(m.bm_length, bbuf, sizeof bbuf),
-           rv_format_size(m.bm_granularity, gbuf, sizeof gbuf));
+           rv_format_size(m.bm_granularity, gbuf, sizeof gbuf),
+           m.node_id, rv_disk_state_name(m.disk_state),
+           ov.mirror ? " (empty mirror: needs a full sync from a peer before use)" : "");
     return finish_output(prog);
 }
 

@@ -54,7 +54,7 @@
  * ("any": offset/length not checked, their meaning is not defined yet.)
  * A flag bit not listed for the type is RV_REPL_ERR_FLAGS; "-" = none.
  * In mode B the primary sets ACK_ON_RECEIVE on every request (FLUSH too):
- * the peer answers ACK with RECEIVED on receipt, then ACK or NACK when done.
+ * the peer sends an ACK with RECEIVED as soon as it has the whole frame.
  * HELLO and REFUSE are exchanged before the protocol version is agreed, so
  * their header is checked as loosely as possible (flags, offset, length
  * ignored): a newer peer must always be able to get a hello or a refusal

@@ -1,0 +1,168 @@
+# shellcheck shell=bash disable=SC2034
+# tests/e2e/repl-functions.sh - two replicating nodes for end-to-end tests.
+# Source after functions.sh.
+#
+# The two "hosts" are two network namespaces joined by a veth pair, created
+# here and removed by the EXIT trap (addresses 10.77.0.1 and 10.77.0.2 exist
+# only inside those namespaces).  Where namespaces can't be made (no root,
+# no iproute2), both nodes run on 127.0.0.1 with different ports.
+# NBD and control sockets are Unix sockets in $TEST_DIR, reachable from the
+# test's own namespace.
+#
+#   repl_setup                          -> REPL_NET (netns|loopback), NODE_ADDR[A|B], REPL_PORT[A|B]
+#   node_start N IMG ROLE [ARGS...]     start node N (A or B); ROLE primary|secondary;
+#                                       the primary gets --listen unix:NODE_SOCK[N]
+#   node_stop N [SIGNAL] [SECS]         stop, assert exit 0 and a clean log (TERM/INT)
+#   node_kill N                         kill -9 and reap
+#   node_alive N
+#   node_status_json N                  `repvol status --json` of node N
+#   node_peer_state N                   e.g. connected, disconnected, refused
+#   node_wait_peer_state N STATE [SECS] poll until the peer link is in STATE
+#   link_down / link_up                 cut / restore the veth (netns mode only)
+#   NODE_PID[N] NODE_LOG[N] NODE_CTL[N] NODE_SOCK[N] NODE_URI[N] NODE_NS[N]
+
+declare -A NODE_PID=() NODE_LOG=() NODE_CTL=() NODE_SOCK=() NODE_URI=() NODE_NS=() NODE_ADDR=() REPL_PORT=()
+REPL_NET=
+_repl_nstarts=0
+
+_repl_cleanup() {
+    local n
+    for n in A B; do
+        if [ -n "${NODE_PID[$n]:-}" ] && pid_alive "${NODE_PID[$n]}"; then
+            kill -KILL "${NODE_PID[$n]}" 2>/dev/null || true
+            wait "${NODE_PID[$n]}" 2>/dev/null || true
+        fi
+    done
+    if [ "$REPL_NET" = netns ]; then
+        ip netns del "${NODE_NS[A]}" 2>/dev/null || true
+        ip netns del "${NODE_NS[B]}" 2>/dev/null || true
+    fi
+}
+
+repl_setup() {
+    local tag="rv$$"
+    NODE_NS[A]="${tag}a"
+    NODE_NS[B]="${tag}b"
+    on_exit _repl_cleanup
+    if [ "${REPL_FORCE_LOOPBACK:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v ip >/dev/null &&
+        ip netns add "${NODE_NS[A]}" 2>/dev/null; then
+        REPL_NET=netns
+        ip netns add "${NODE_NS[B]}" || fail "ip netns add ${NODE_NS[B]}"
+        ip link add "${tag}va" type veth peer name "${tag}vb" || fail "ip link add veth"
+        ip link set "${tag}va" netns "${NODE_NS[A]}"
+        ip link set "${tag}vb" netns "${NODE_NS[B]}"
+        ip -n "${NODE_NS[A]}" addr add 10.77.0.1/24 dev "${tag}va"
+        ip -n "${NODE_NS[B]}" addr add 10.77.0.2/24 dev "${tag}vb"
+        ip -n "${NODE_NS[A]}" link set lo up
+        ip -n "${NODE_NS[B]}" link set lo up
+        ip -n "${NODE_NS[A]}" link set "${tag}va" up
+        ip -n "${NODE_NS[B]}" link set "${tag}vb" up
+        NODE_ADDR[A]=10.77.0.1
+        NODE_ADDR[B]=10.77.0.2
+        REPL_PORT[A]=7789
+        REPL_PORT[B]=7789
+        # Wait (bounded) for the link to carry traffic.
+        local i
+        for ((i = 0; i < 50; i++)); do
+            ip netns exec "${NODE_NS[A]}" ping -c1 -W1 10.77.0.2 >/dev/null 2>&1 && break
+            sleep 0.1
+        done
+        info "two nodes in network namespaces ${NODE_NS[A]} (10.77.0.1) and ${NODE_NS[B]} (10.77.0.2) over veth"
+    else
+        REPL_NET=loopback
+        NODE_ADDR[A]=127.0.0.1
+        NODE_ADDR[B]=127.0.0.1
+        REPL_PORT[A]=$(free_tcp_port)
+        REPL_PORT[B]=$(free_tcp_port)
+        info "network namespaces unavailable: both nodes on 127.0.0.1 (ports ${REPL_PORT[A]}, ${REPL_PORT[B]})"
+    fi
+}
+
+_repl_other() { if [ "$1" = A ]; then echo B; else echo A; fi; }
+
+node_alive() { [ -n "${NODE_PID[$1]:-}" ] && pid_alive "${NODE_PID[$1]}"; }
+
+node_start() {
+    local n=$1 img=$2 role=$3 o
+    shift 3
+    o=$(_repl_other "$n")
+    [ -x "$REPVOLD" ] || fail "$REPVOLD not built"
+    node_alive "$n" && fail "node $n already running"
+    _repl_nstarts=$((_repl_nstarts + 1))
+    NODE_LOG[$n]=$TEST_DIR/node$n.$_repl_nstarts.log
+    NODE_CTL[$n]=$TEST_DIR/node$n.ctl
+    NODE_SOCK[$n]=$TEST_DIR/node$n.sock
+    NODE_URI[$n]=$(nbd_uri "${NODE_SOCK[$n]}")
+    local id=1
+    [ "$n" = B ] && id=2
+    local -a wrapper=() extra=()
+    read -r -a wrapper <<<"${REPVOLD_WRAPPER:-}"
+    read -r -a extra <<<"${REPVOLD_EXTRA_ARGS:-}"
+    local -a args=(--volume "$img" --node-id "$id" --role "$role" --control "${NODE_CTL[$n]}"
+        --repl-listen "${NODE_ADDR[$n]}:${REPL_PORT[$n]}" --peer "${NODE_ADDR[$o]}:${REPL_PORT[$o]}"
+        --listen "unix:${NODE_SOCK[$n]}" --no-mlock)
+    info "node $n: ${wrapper[*]} $REPVOLD ${args[*]} ${extra[*]} $*"
+    _e2e_daemon_logs+=("${NODE_LOG[$n]}")
+    # Not through a shell function: $! must be the daemon itself.
+    local -a ns=()
+    [ "$REPL_NET" = netns ] && ns=(ip netns exec "${NODE_NS[$n]}")
+    "${ns[@]}" "${wrapper[@]}" "$REPVOLD" "${args[@]}" "${extra[@]}" "$@" </dev/null >"${NODE_LOG[$n]}" 2>&1 &
+    NODE_PID[$n]=$!
+    local i
+    for ((i = 0; i < $(tscale 10) * 10; i++)); do
+        if ! node_alive "$n"; then
+            cat "${NODE_LOG[$n]}" >&2
+            NODE_PID[$n]=
+            fail "node $n exited during start-up"
+        fi
+        [ -S "${NODE_CTL[$n]}" ] && "$REPVOL" status --control "${NODE_CTL[$n]}" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    fail "node $n: no control socket after $(tscale 10) s"
+}
+
+node_stop() {
+    local n=$1 sig=${2:-TERM} secs=${3:-20} rc=0 pid=${NODE_PID[$1]:-}
+    [ -n "$pid" ] || fail "node_stop: node $n not running"
+    kill -s "$sig" "$pid" 2>/dev/null || true
+    wait_bounded "$pid" "$secs" || rc=$?
+    NODE_PID[$n]=
+    check_log_clean "${NODE_LOG[$n]}"
+    [ "$rc" -ne 124 ] || fail "node $n did not exit within $(tscale "$secs") s of SIG$sig"
+    [ "$rc" -eq 0 ] || { tail -20 "${NODE_LOG[$n]}" >&2; fail "node $n exited with status $rc after SIG$sig"; }
+}
+
+node_kill() {
+    local n=$1 pid=${NODE_PID[$1]:-}
+    [ -n "$pid" ] || return 0
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    NODE_PID[$n]=
+}
+
+node_status_json() { "$REPVOL" status --json --control "${NODE_CTL[$1]}"; }
+
+node_peer_state() {
+    node_status_json "$1" 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print((d.get("peer") or {}).get("state","none"))' 2>/dev/null || echo unknown
+}
+
+node_wait_peer_state() {
+    local n=$1 want=$2 secs=${3:-15} i s=
+    for ((i = 0; i < $(tscale "$secs") * 10; i++)); do
+        s=$(node_peer_state "$n")
+        [ "$s" = "$want" ] && return 0
+        sleep 0.1
+    done
+    tail -20 "${NODE_LOG[$n]}" >&2
+    fail "node $n: peer state '$s', expected '$want' within $(tscale "$secs") s"
+}
+
+link_down() {
+    [ "$REPL_NET" = netns ] || fail "link_down needs network namespaces"
+    ip -n "${NODE_NS[A]}" link set "rv$$va" down
+}
+
+link_up() {
+    [ "$REPL_NET" = netns ] || fail "link_up needs network namespaces"
+    ip -n "${NODE_NS[A]}" link set "rv$$va" up
+}
