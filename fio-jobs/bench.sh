@@ -441,7 +441,7 @@ if rec["ok"]:
         s += "  srv %.2f cpu-s/100k" % rec["server_cpu_s_per_100k_io"]
 else:
     s += "FAILED (%s)" % rec.get("error", "?")
-print("[%s/%s] %s" % (n, total, s), flush=True)
+print("[%*s/%s] %s" % (len(total), n, total, s), flush=True)
 EOF
             if [ "$rc" != 0 ]; then
                 FAILURES=$((FAILURES + 1))

@@ -385,6 +385,7 @@ int main(int argc, char **argv)
         if (r < 0)
             goto out_volume;
         d.vol.peer = d.peer;
+        rv_volume_track(&d.vol);
         r = rv_peer_start(d.peer);
         if (r < 0)
             goto out_volume;

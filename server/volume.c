@@ -62,6 +62,13 @@ int rv_volume_open(struct rv_volume *v, struct rv_loop *loop, const char *path,
     if (r < 0)
         goto fail;
     v->sb_offset = lay.sb_offset;
+    v->meta_wait_tail = &v->meta_wait_head;
+    r = rv_bitmap_load(&v->bm, v->meta_fd, v->meta.bm_offset, v->meta.bm_length, v->meta.data_size,
+                       v->meta.bm_granularity);
+    if (r < 0) {
+        rv_err("volume %s: cannot read the dirty bitmap: %s", path, strerror(-r));
+        goto fail;
+    }
     if (posix_memalign((void **)&v->sb_buf, 4096, RV_META_SB_SIZE) != 0) {
         r = -ENOMEM;
         goto fail;
@@ -106,6 +113,7 @@ fail:
     v->be = NULL;
     free(v->sb_buf);
     v->sb_buf = NULL;
+    rv_bitmap_free(&v->bm);
     close(v->meta_fd);
     v->meta_fd = -1;
     return r < 0 ? r : -EIO;
@@ -153,7 +161,7 @@ static void ord_kick(struct rv_volume *v)
 {
     for (struct rv_req *e = v->ord_head, *next; e; e = next) {
         next = e->ord_next;
-        if (!e->started && may_start(e))
+        if (!e->started && !e->parked && may_start(e))
             req_start(v, e);
     }
 }
@@ -170,7 +178,7 @@ static void req_complete(struct rv_req *req, int result)
     req->done(req);
 }
 
-static void meta_update(struct rv_volume *v);
+static void meta_park(struct rv_volume *v, struct rv_req *req);
 
 /* Both legs are done. */
 static void req_join(struct rv_req *req)
@@ -178,18 +186,23 @@ static void req_join(struct rv_req *req)
     struct rv_volume *v = req->vol;
     int result = req->local.result;
     bool was_ordered = req->ordered;
+    if (req->al) {
+        rv_bitmap_al_end(&v->bm, req->off, req->len);
+        req->al = false;
+    }
     if (was_ordered)
         ord_remove(v, req);
 
-    if (result == 0 && req->origin == RV_ORIGIN_CLIENT && is_write_ish(req->type) &&
-        req->peer_result != 0) {
-        /* Written here, not on the peer. */
-        v->stats.local_only_writes++;
+    if (req->origin == RV_ORIGIN_CLIENT && is_write_ish(req->type) && req->peer_result != 0 &&
+        v->role == RV_ROLE_PRIMARY) {
+        /* Written here (or maybe: a failed write may have changed some
+         * blocks), not on the peer: the peer lacks this range. */
+        if (v->track)
+            rv_bitmap_mark(&v->bm, req->off, req->len);
+        if (result == 0)
+            v->stats.local_only_writes++;
         if (!v->ahead_durable) {
-            req->parked = true;
-            req->ord_next = v->parked_head;
-            v->parked_head = req;
-            meta_update(v);
+            meta_park(v, req);
             if (was_ordered)
                 ord_kick(v);
             return;
@@ -267,7 +280,9 @@ static int req_check(const struct rv_volume *v, const struct rv_req *req)
     return 0;
 }
 
-static void req_start(struct rv_volume *v, struct rv_req *req)
+/* Issue the legs: the peer's (a primary replicating a client write) and
+ * the local one. */
+static void req_issue(struct rv_volume *v, struct rv_req *req)
 {
     req->started = true;
     req->pending = 1;
@@ -288,12 +303,30 @@ static void req_start(struct rv_volume *v, struct rv_req *req)
     rv_backend_submit(v->be, v->loop, bio);
 }
 
+/* The ordering list lets req go.  A primary's write first needs its
+ * activity-log extents on disk (bitmap.h explains why). */
+static void req_start(struct rv_volume *v, struct rv_req *req)
+{
+    req->started = true;    /* no longer waiting for the ordering list */
+    if (v->track && req->origin == RV_ORIGIN_CLIENT && is_write_ish(req->type) &&
+        v->role == RV_ROLE_PRIMARY) {
+        req->al = true;
+        if (!rv_bitmap_al_begin(&v->bm, req->off, req->len)) {
+            v->stats.al_waits++;
+            req->started = false;
+            meta_park(v, req);
+            return;
+        }
+    }
+    req_issue(v, req);
+}
+
 void rv_volume_submit(struct rv_volume *v, struct rv_req *req)
 {
     req->vol = v;
     req->result = 0;
-    req->started = req->parked = req->ordered = false;
-    req->ord_prev = req->ord_next = NULL;
+    req->started = req->parked = req->ordered = req->al = false;
+    req->ord_prev = req->ord_next = req->park_next = NULL;
     memset(&req->peer, 0, sizeof req->peer);
     v->stats.inflight++;
     switch (req->type) {
@@ -312,8 +345,8 @@ void rv_volume_submit(struct rv_volume *v, struct rv_req *req)
         req_finish_later(req, 0);
         return;
     }
-    if (req->type == RV_IO_READ) {
-        req_start(v, req);
+    if (req->type == RV_IO_READ && req->origin != RV_ORIGIN_RESYNC) {
+        req_issue(v, req);
         return;
     }
     req->ordered = true;
@@ -331,27 +364,52 @@ void rv_volume_submit(struct rv_volume *v, struct rv_req *req)
 
 /* ------------------------------------------------------------ metadata */
 
-static void meta_done(struct rv_op *op, int res);
+static void meta_flush_start(struct rv_volume *v);
 
-static void meta_write_done(struct rv_op *op, int res)
+/* Wait for a metadata flush that starts after now. */
+static void meta_park(struct rv_volume *v, struct rv_req *req)
 {
-    struct rv_volume *v = RV_CONTAINER_OF(op, struct rv_volume, meta_op);
-    if (res != RV_META_SB_SIZE)
-        rv_err("volume %s: superblock write failed: %s", v->meta.name,
-               res < 0 ? strerror(-res) : "short write");
+    req->parked = true;
+    req->park_next = NULL;
+    *v->meta_wait_tail = req;
+    v->meta_wait_tail = &req->park_next;
+    if (!v->meta_busy)
+        meta_flush_start(v);
 }
 
-/* Start writing the superblock (write + fdatasync through the ring).
- * Called when this node must durably record that it is ahead of its peer. */
-static void meta_update(struct rv_volume *v)
+/* A parked request goes on: an activity-log wait is issued, a finished
+ * write is answered. */
+static void meta_resume(struct rv_volume *v, struct rv_req *req, int err)
 {
-    if (v->meta_busy) {
-        v->meta_again = true;
+    req->parked = false;
+    if (req->started) {
+        req_complete(req, err ? -EIO : req->local.result);
         return;
     }
-    if (!v->ahead_durable && v->meta.bitmap_gen == 0) {
-        /* New data generation: the peer's copy (current_gen) becomes the
-         * base our changes are relative to. */
+    if (err) {
+        if (req->al) {
+            rv_bitmap_al_end(&v->bm, req->off, req->len);
+            req->al = false;
+        }
+        if (req->ordered)
+            ord_remove(v, req);
+        req_complete(req, -EIO);
+        ord_kick(v);
+        return;
+    }
+    req_issue(v, req);
+}
+
+static void meta_flush_done(struct rv_op *op, int res);
+
+/* Write the dirty bitmap pages and the superblock, then fdatasync, as one
+ * linked chain on the ring. */
+static void meta_flush_start(struct rv_volume *v)
+{
+    if (v->role == RV_ROLE_PRIMARY && !(v->peer && rv_peer_connected(v->peer)) && !v->ahead_durable &&
+        v->meta.bitmap_gen == 0 && !v->readonly) {
+        /* Writing without the peer: a new data generation, with the peer's
+         * copy (our current one) as the base our changes are relative to. */
         uint64_t g = 0;
         while (g == 0 || g == v->meta.current_gen)
             if (RAND_bytes((unsigned char *)&g, sizeof g) != 1)
@@ -368,52 +426,77 @@ static void meta_update(struct rv_volume *v)
         return;
     }
     v->meta_busy = true;
-    v->meta_op.fn = meta_write_done;
-    struct io_uring_sqe *sqe = rv_loop_sqe(v->loop, &v->meta_op);
+    v->stats.meta_flushes++;
+    v->meta_flight = v->meta_wait_head;
+    v->meta_wait_head = NULL;
+    v->meta_wait_tail = &v->meta_wait_head;
+    rv_bitmap_queue_writes(&v->bm, v->loop, v->meta_fd, v->meta.bm_offset);
+    struct io_uring_sqe *sqe = rv_loop_sqe(v->loop, NULL);
     io_uring_prep_write(sqe, v->meta_fd, v->sb_buf, RV_META_SB_SIZE, v->sb_offset);
     sqe->flags |= IOSQE_IO_LINK;
-    v->meta_sync_op.fn = meta_done;
+    v->meta_sync_op.fn = meta_flush_done;
     sqe = rv_loop_sqe(v->loop, &v->meta_sync_op);
     io_uring_prep_fsync(sqe, v->meta_fd, IORING_FSYNC_DATASYNC);
 }
 
-static void meta_done(struct rv_op *op, int res)
+static void meta_flush_done(struct rv_op *op, int res)
 {
     struct rv_volume *v = RV_CONTAINER_OF(op, struct rv_volume, meta_sync_op);
     v->meta_busy = false;
+    /* A failed link in the chain cancels the rest: the fsync reports it. */
     int err = res < 0 ? res : 0;
     if (err)
-        rv_err("volume %s: metadata not durable (%s): failing the writes that depend on it",
+        rv_err("volume %s: metadata not durable (%s): failing the requests that depend on it",
                v->meta.name, strerror(-err));
     else
         v->ahead_durable = v->meta.bitmap_gen != 0;
-    /* Release the writes that waited for this record. */
-    struct rv_req *list = v->parked_head;
-    v->parked_head = NULL;
+    struct rv_req *list = v->meta_flight;
+    v->meta_flight = NULL;
+    void (*cb)(struct rv_volume *, int) = v->meta_cb;
+    v->meta_cb = NULL;
     while (list) {
         struct rv_req *req = list;
-        list = req->ord_next;
-        req->ord_next = NULL;
-        req->parked = false;
-        req_complete(req, err ? -EIO : 0);
+        list = req->park_next;
+        req->park_next = NULL;
+        meta_resume(v, req, err);
     }
-    if (v->meta_again) {
+    if (cb)
+        cb(v, err);
+    if (v->meta_wait_head || v->meta_again) {
         v->meta_again = false;
-        meta_update(v);
+        meta_flush_start(v);
     }
+}
+
+void rv_volume_meta_commit(struct rv_volume *v, void (*cb)(struct rv_volume *v, int err))
+{
+    v->meta_cb = cb;
+    if (v->meta_busy)
+        v->meta_again = true;
+    else
+        meta_flush_start(v);
 }
 
 void rv_volume_peer_lost(struct rv_volume *v)
 {
     /* Record it now rather than on the first local-only write: that write
      * then doesn't wait. */
-    if (v->role == RV_ROLE_PRIMARY && !v->ahead_durable && !v->readonly)
-        meta_update(v);
+    if (v->role == RV_ROLE_PRIMARY && !v->ahead_durable && !v->readonly) {
+        if (v->meta_busy)
+            v->meta_again = true;
+        else
+            meta_flush_start(v);
+    }
 }
 
 void rv_volume_peer_in_sync(struct rv_volume *v)
 {
     v->ahead_durable = v->meta.bitmap_gen != 0;
+}
+
+void rv_volume_track(struct rv_volume *v)
+{
+    v->track = true;
 }
 
 int rv_volume_extents(struct rv_volume *v, uint64_t off, uint64_t len,
@@ -434,8 +517,14 @@ int rv_volume_close(struct rv_volume *v)
             r = -errno;
             rv_err("volume %s: final flush failed: %s", v->path, strerror(errno));
         } else {
+            /* The exact dirty bitmap replaces the activity-log view. */
+            rv_bitmap_settle(&v->bm);
+            r = rv_bitmap_write_sync(&v->bm, v->meta_fd, v->meta.bm_offset);
+            if (r < 0)
+                rv_err("volume %s: cannot write the dirty bitmap: %s", v->path, strerror(-r));
             v->meta.flags |= RV_META_F_CLEAN;
-            r = rv_meta_write_fd(v->meta_fd, &v->meta);
+            if (r == 0)
+                r = rv_meta_write_fd(v->meta_fd, &v->meta);
             if (r < 0)
                 rv_err("volume %s: cannot record clean shutdown: %s", v->path, rv_meta_strerror(r));
         }
@@ -446,6 +535,7 @@ int rv_volume_close(struct rv_volume *v)
     rv_bufpool_fini(&v->pool);
     free(v->sb_buf);
     v->sb_buf = NULL;
+    rv_bitmap_free(&v->bm);
     close(v->meta_fd);
     v->meta_fd = -1;
     return r;

@@ -48,8 +48,10 @@ elapsed() { echo $(($(date +%s) - $1)); }
 skip_reason() {
     local log=$1 r=""
     if [ -f "$log" ]; then
-        r=$(grep -m1 -E '^(SKIP|skip|Skipped|SKIPPED)[: ]' "$log" 2>/dev/null | sed -E 's/^(SKIP|skip|Skipped|SKIPPED):? *//')
-        [ -n "$r" ] || r=$(grep -v '^[[:space:]]*$' "$log" | grep -v '^\(SKIP\|PASS\|FAIL\) ' | tail -n 1)
+        # The tests' convention: "SKIP: TEST: reason"; else the last line
+        # the test printed (not the harness's "SKIP x (exit status: 77)").
+        r=$(grep -m1 -E '^(SKIP|skip|Skipped|SKIPPED): ' "$log" 2>/dev/null | sed -E 's/^[A-Za-z]+: *//')
+        [ -n "$r" ] || r=$(grep -v -E '^[[:space:]]*$|^SKIP [^ ]+ \(exit status: 77\)$' "$log" | tail -n 1)
     fi
     printf '%s' "${r:-no reason given}"
 }
@@ -110,7 +112,8 @@ build_phase() {
     note "built in $(elapsed "$t0")s"
     banner "$phase: make check"
     rc=0
-    timeout -k 60 "$PHASE_TIMEOUT" make -C "$dir" check 2>&1 | tee "$dir/check.out" | grep -E '^(PASS|FAIL|SKIP|XFAIL|XPASS|ERROR):|^# |Error [0-9]|error:' || true
+    timeout -k 60 "$PHASE_TIMEOUT" make -C "$dir" check 2>&1 | tee "$dir/check.out" |
+        grep --line-buffered -E '^(PASS|FAIL|SKIP|XFAIL|XPASS|ERROR):|^# |Error [0-9]|error:'
     rc=${PIPESTATUS[0]}
     [ "$rc" = 124 ] && note "make check timed out after ${PHASE_TIMEOUT}s"
     collect_trs "$phase" "$dir"
@@ -139,7 +142,7 @@ valgrind_phase() {
     sleep 1 # .trs files written from now on are strictly newer
     rc=0
     timeout -k 60 "$PHASE_TIMEOUT" make -C "$dir" check-valgrind 2>&1 | tee "$dir/check-valgrind.out" |
-        grep -E '^valgrind |^(PASS|FAIL|SKIP|XFAIL|XPASS|ERROR):|==[0-9]+==|Error [0-9]' || true
+        grep --line-buffered -E '^valgrind |^(PASS|FAIL|SKIP|XFAIL|XPASS|ERROR):|==[0-9]+==|Error [0-9]'
     rc=${PIPESTATUS[0]}
     [ "$rc" = 124 ] && note "check-valgrind timed out after ${PHASE_TIMEOUT}s"
     # The unit tests run under valgrind in a plain loop that stops at the

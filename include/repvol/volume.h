@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "repvol/backend.h"
+#include "repvol/bitmap.h"
 #include "repvol/bufpool.h"
 #include "repvol/loop.h"
 #include "repvol/meta_format.h"
@@ -36,6 +37,9 @@ struct rv_volume;
 enum rv_req_origin {
     RV_ORIGIN_CLIENT = 0,       /* a frontend (NBD, ublk) */
     RV_ORIGIN_PEER,             /* the primary, through the replication link */
+    RV_ORIGIN_RESYNC,           /* a resync source reading a dirty range: a READ
+                                 * ordered like a write, so client writes to the
+                                 * range wait until its data is on the wire */
 };
 
 struct rv_req {
@@ -56,9 +60,11 @@ struct rv_req {
     unsigned pending;           /* legs (local, peer) still running */
     int peer_result;            /* 0: the peer has it (per mode); <0: it does not */
     bool ordered;               /* in the volume's ordering list */
-    bool started;
-    bool parked;                /* waiting for the "ahead of peer" metadata */
+    bool started;               /* legs issued */
+    bool al;                    /* holds activity-log extents */
+    bool parked;                /* waiting for a metadata flush */
     struct rv_req *ord_prev, *ord_next;
+    struct rv_req *park_next;
 };
 
 struct rv_volume_opts {
@@ -76,6 +82,8 @@ struct rv_volume_stats {
     uint64_t inflight;
     uint64_t ordered_waits;     /* writes that waited for an overlapping one */
     uint64_t local_only_writes; /* writes acknowledged without the peer */
+    uint64_t meta_flushes;      /* superblock/bitmap flushes (activity log, generations) */
+    uint64_t al_waits;          /* writes that waited for an activity-log flush */
 };
 
 struct rv_volume {
@@ -100,14 +108,21 @@ struct rv_volume {
      * same order. */
     struct rv_req *ord_head, *ord_tail;
 
-    /* "Ahead of the peer" bookkeeping (see the table above). */
+    /* What the peer may lack (bitmap.h); tracked while a peer is configured. */
+    struct rv_bitmap bm;
+    bool track;
+
+    /* Metadata flushes (dirty bitmap pages, superblock): requests that need
+     * one wait in `meta_wait` for a flush that starts after they parked;
+     * `meta_flight` holds those the flush in flight will release. */
     bool ahead_durable;         /* metadata says we have writes the peer lacks */
-    bool meta_busy;             /* a superblock write is in flight */
-    bool meta_again;            /* ... and another one is needed after it */
-    struct rv_req *parked_head; /* completed writes waiting for the metadata */
+    bool meta_busy;
+    bool meta_again;            /* flush again after this one, even with no waiter */
+    struct rv_req *meta_wait_head, **meta_wait_tail;
+    struct rv_req *meta_flight;
     uint8_t *sb_buf;            /* 4 KiB, aligned: the superblock being written */
-    struct rv_op meta_op;
     struct rv_op meta_sync_op;
+    void (*meta_cb)(struct rv_volume *v, int err);   /* one-shot: after the next flush */
 };
 
 /* Open the image at path: read and check the metadata, open the backend,
@@ -124,6 +139,13 @@ void rv_volume_peer_done(struct rv_req *req, int peer_result);
 
 /* The link is gone (or never was): from now on writes are local only. */
 void rv_volume_peer_lost(struct rv_volume *v);
+
+/* Start tracking what the peer lacks (a peer is configured). */
+void rv_volume_track(struct rv_volume *v);
+
+/* Write the superblock (after changing v->meta) and dirty bitmap pages
+ * through the ring; cb runs once they are durable (err 0) or failed. */
+void rv_volume_meta_commit(struct rv_volume *v, void (*cb)(struct rv_volume *v, int err));
 
 /* The link came up with the two copies in sync. */
 void rv_volume_peer_in_sync(struct rv_volume *v);
