@@ -44,7 +44,8 @@
 # seconds per 100k I/Os from /proc/PID/stat utime+stime, and the IOPS of
 # each target other than raw and nbdkit as a ratio of raw's and nbdkit's in
 # the same mode), and in the results directory: results.json, results.csv,
-# table.txt, fio/*.json (fio's own output) and the servers' logs.
+# table.txt, meta.json (machine, versions, commit, parameters), fio/*.json
+# (fio's own output) and the servers' logs.
 #
 # Server CPU is measured over the whole fio run, ramp included, and divided by
 # an estimate of the I/Os done over the whole run (measured IOPS x (ramp +
@@ -377,6 +378,16 @@ for t in "${TARGET_LIST[@]}"; do
     done
 done
 
+python3 - "$OUT/meta.json" <<META
+import json, sys
+json.dump({"date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "commit": "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)",
+           "kernel": "$(uname -r)", "cores": $(nproc), "fio": "$(fio --version)",
+           "nbdkit": "$(nbdkit --version 2>/dev/null || echo none)", "dir": "$DIR",
+           "size_bytes": $SIZE_BYTES, "runtime_s": $RUNTIME, "ramp_s": $RAMP,
+           "targets": "$TARGETS", "modes": "$MODES", "jobs": "$JOBS"},
+          open(sys.argv[1], "w"), indent=2)
+META
+
 total=$((${#TARGET_LIST[@]} * ${#MODE_LIST[@]} * ${#JOB_LIST[@]}))
 n=0
 for t in "${TARGET_LIST[@]}"; do
@@ -448,8 +459,7 @@ EOF
                 say "fio failed for $t/$m/$j (status $rc); see $out"
             fi
             if [ -n "$SERVER_PID" ] && ! pid_alive "$SERVER_PID"; then
-                FAILURES=$((FAILURES + 1))
-                break
+                break # the server died: skip this mode's remaining jobs
             fi
         done
         "target_${t}_stop"
@@ -534,7 +544,7 @@ with open(out + "/results.csv", "w", newline="") as fh:
     for r in recs:
         w.writerow(r)
 EOF
-say "results: $OUT/table.txt results.json results.csv fio/ logs/"
+say "results: $OUT/{table.txt,results.json,results.csv,meta.json,fio/,logs/}"
 if [ "$FAILURES" -gt 0 ]; then
     say "$FAILURES run(s) failed"
     exit 1

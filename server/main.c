@@ -97,6 +97,8 @@ static void usage(FILE *f)
 "                              32M send buffer; a crash here can lose what was\n"
 "                              queued)\n"
 "      --peer-timeout MS    declare a silent peer dead after this long (6000)\n"
+"      --resync-rate RATE   cap resync traffic, bytes/s (e.g. 50M); default no cap\n"
+"                           (at most 8 x 256K in flight)\n"
 "      --log-level LEVEL    error, warn, info (default) or debug\n"
 "  -h, --help               this text\n"
 "\n"
@@ -200,7 +202,8 @@ int main(int argc, char **argv)
 {
     enum { OPT_EXPORT = 256, OPT_CACHE, OPT_RO, OPT_MAXREQ, OPT_BUFMEM, OPT_MAXCONN,
            OPT_MAXINFL, OPT_NOMLOCK, OPT_PIDFILE, OPT_LOGLEVEL, OPT_CONTROL,
-           OPT_PEER, OPT_REPL_LISTEN, OPT_NODE_ID, OPT_ROLE, OPT_PROTOCOL, OPT_PEER_TIMEOUT };
+           OPT_PEER, OPT_REPL_LISTEN, OPT_NODE_ID, OPT_ROLE, OPT_PROTOCOL, OPT_PEER_TIMEOUT,
+           OPT_RESYNC_RATE };
     static const struct option longopts[] = {
         { "volume", required_argument, NULL, 'v' },
         { "listen", required_argument, NULL, 'l' },
@@ -220,6 +223,7 @@ int main(int argc, char **argv)
         { "role", required_argument, NULL, OPT_ROLE },
         { "protocol", required_argument, NULL, OPT_PROTOCOL },
         { "peer-timeout", required_argument, NULL, OPT_PEER_TIMEOUT },
+        { "resync-rate", required_argument, NULL, OPT_RESYNC_RATE },
         { "log-level", required_argument, NULL, OPT_LOGLEVEL },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
@@ -313,6 +317,12 @@ int main(int argc, char **argv)
         case OPT_PROTOCOL:
             if (rv_repl_mode_parse(optarg, &popts.mode) < 0) {
                 fprintf(stderr, "repvold: --protocol: '%s' is not A, B or C\n", optarg);
+                return 2;
+            }
+            break;
+        case OPT_RESYNC_RATE:
+            if (rv_parse_size(optarg, &popts.resync_rate) < 0) {
+                fprintf(stderr, "repvold: --resync-rate: '%s' is not a size per second (e.g. 50M)\n", optarg);
                 return 2;
             }
             break;

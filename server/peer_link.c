@@ -25,6 +25,7 @@
 #include "repvol/log.h"
 #include "repvol/peer_link.h"
 #include "repvol/repl_proto.h"
+#include "repvol/resync.h"
 #include "repvol/util.h"
 #include "repvol/volume.h"
 
@@ -41,6 +42,7 @@ struct remote_req {
     struct rv_req req;
     struct peer_conn *pc;
     uint64_t seq;
+    uint64_t gen;               /* SYNC_DONE: the source's data generation */
     uint16_t type;
     bool early_acked;           /* mode B: RECEIVED already sent */
     bool busy;
@@ -94,6 +96,9 @@ struct peer_conn {
     uint64_t last_rx_ns, last_tx_ns;
     uint64_t ping_seq;
     bool sc_closed;
+    enum { SYNC_NONE, SYNC_SOURCE, SYNC_TARGET } sync;
+    bool sync_full;
+    struct remote_req *sync_done_rr;    /* target: answered once the new generation is durable */
 };
 
 struct rv_peer {
@@ -118,6 +123,7 @@ struct rv_peer {
     void *shutdown_arg;
     unsigned conns_alive;
     char last_refusal[RV_REPL_REFUSE_MSG_MAX + RV_REPL_MSG_LEN + 128];
+    struct rv_resync *rs;
     /* mode A */
     struct rv_bufpool async_pool;
     struct async_frame *async_frames, *async_free;
@@ -209,6 +215,7 @@ static void fill_hello(const struct rv_peer *p, struct rv_repl_hello *h)
     h->bitmap_gen = m->bitmap_gen;
     memcpy(h->history_gen, m->history_gen, sizeof h->history_gen);
     h->mode = p->o.mode;
+    h->dirty_bytes = p->v->bm.set_bits << p->v->bm.gran_shift;
     snprintf(h->name, sizeof h->name, "%s", m->name);
 }
 
@@ -264,21 +271,116 @@ static void send_refuse(struct peer_conn *pc, uint32_t reason, const char *msg)
     rv_sockconn_send(&pc->sc, &pc->hello_item);
 }
 
-/* Data generations (this issue's rule; resync refines it): the copies are
- * in sync when both carry the same current generation. */
-static uint32_t check_generations(const struct rv_peer *p, const struct rv_repl_hello *r,
-                                  char *msg, size_t len)
+/* Data generations decide whether the copies are in sync, which one is
+ * newer (the sync source) and by how much (bitmap or full sync), or that
+ * they must not be connected.  Both nodes evaluate the same rules on the
+ * two hellos and reach the same answer.  Generation 0 is an empty mirror
+ * (`repvol create --uuid`).  A node ahead of its peer has bitmap_gen = the
+ * generation the peer still has. */
+static uint32_t decide(struct peer_conn *pc, const struct rv_repl_hello *r, char *msg, size_t len)
 {
+    struct rv_peer *p = pc->p;
     const struct rv_meta *m = &p->v->meta;
-    if (m->current_gen == r->current_gen && m->bitmap_gen == 0 && r->bitmap_gen == 0) {
-        snprintf(msg, len, "in sync at generation %016" PRIx64, m->current_gen);
+    bool primary = p->v->role == RV_ROLE_PRIMARY;
+    uint64_t lg = m->current_gen, rg = r->current_gen;
+    pc->sync = SYNC_NONE;
+    pc->sync_full = false;
+
+    if (lg == 0 && rg == 0) {
+        snprintf(msg, len, "both nodes are empty mirrors: neither has data to sync from");
+        return RV_REPL_REFUSE_STATE;
+    }
+    if (rg == 0 || lg == 0) {
+        bool source = rg == 0;
+        uint32_t src_state = source ? m->disk_state : r->disk_state;
+        if (src_state != RV_DISK_UPTODATE) {
+            snprintf(msg, len, "the %s side is %s: it cannot be the source of a full sync",
+                     source ? "local" : "peer", rv_disk_state_name(src_state));
+            return RV_REPL_REFUSE_STATE;
+        }
+        if (!source && primary) {
+            snprintf(msg, len, "this node is an empty mirror and cannot be primary");
+            return RV_REPL_REFUSE_STATE;
+        }
+        pc->sync = source ? SYNC_SOURCE : SYNC_TARGET;
+        pc->sync_full = true;
+        snprintf(msg, len, "%s is an empty mirror: full sync from %s", source ? "the peer" : "this node",
+                 source ? "this node" : "the peer");
         return 0;
     }
-    snprintf(msg, len,
-             "data generations differ: local %016" PRIx64 " (base %016" PRIx64 "), peer %016" PRIx64
-             " (base %016" PRIx64 "): the copies are not known to be identical and need a resync",
-             m->current_gen, m->bitmap_gen, r->current_gen, r->bitmap_gen);
+    if (lg == rg) {
+        /* Same data generation.  Bits left by an unclean stop of the
+         * primary (its activity log) still go to the secondary. */
+        if (primary && p->v->bm.set_bits > 0)
+            pc->sync = SYNC_SOURCE;
+        else if (!primary && r->dirty_bytes > 0)
+            pc->sync = SYNC_TARGET;
+        snprintf(msg, len, "same data generation %016" PRIx64 "%s", lg,
+                 pc->sync == SYNC_NONE ? ": in sync" : ", resyncing what the primary marked dirty");
+        return 0;
+    }
+    if (m->bitmap_gen && m->bitmap_gen == rg && r->bitmap_gen == 0) {
+        if (!primary) {
+            snprintf(msg, len, "this secondary has changes the primary lacks (generation %016" PRIx64
+                     " based on %016" PRIx64 "); promote it or discard its changes", lg, rg);
+            return RV_REPL_REFUSE_STATE;
+        }
+        pc->sync = SYNC_SOURCE;
+        snprintf(msg, len, "this node is ahead (generation %016" PRIx64 ", peer at %016" PRIx64
+                 "): resync from the dirty bitmap", lg, rg);
+        return 0;
+    }
+    if (r->bitmap_gen && r->bitmap_gen == lg && m->bitmap_gen == 0) {
+        if (primary) {
+            snprintf(msg, len, "the peer has changes this primary lacks (generation %016" PRIx64
+                     " based on %016" PRIx64 "); refusing to overwrite them", rg, lg);
+            return RV_REPL_REFUSE_STATE;
+        }
+        pc->sync = SYNC_TARGET;
+        snprintf(msg, len, "the peer is ahead (generation %016" PRIx64 ", this node at %016" PRIx64
+                 "): resync from its dirty bitmap", rg, lg);
+        return 0;
+    }
+    if (m->bitmap_gen && m->bitmap_gen == r->bitmap_gen) {
+        snprintf(msg, len, "split brain: both nodes changed the data since generation %016" PRIx64
+                 " (local %016" PRIx64 ", peer %016" PRIx64 ")", m->bitmap_gen, lg, rg);
+        return RV_REPL_REFUSE_GENERATION;
+    }
+    for (unsigned i = 0; i < RV_REPL_HISTORY; i++) {
+        /* One side is more than one step ahead: its bitmap doesn't cover
+         * everything the other lacks, so copy all of it. */
+        if (m->history_gen[i] && m->history_gen[i] == rg && primary) {
+            pc->sync = SYNC_SOURCE;
+            pc->sync_full = true;
+            snprintf(msg, len, "the peer is at an older generation of this node's data: full sync");
+            return 0;
+        }
+        if (r->history_gen[i] && r->history_gen[i] == lg && !primary) {
+            pc->sync = SYNC_TARGET;
+            pc->sync_full = true;
+            snprintf(msg, len, "this node is at an older generation of the peer's data: full sync");
+            return 0;
+        }
+    }
+    snprintf(msg, len, "unrelated data: generations local %016" PRIx64 " (base %016" PRIx64
+             "), peer %016" PRIx64 " (base %016" PRIx64 ") share no history", lg, m->bitmap_gen, rg,
+             r->bitmap_gen);
     return RV_REPL_REFUSE_GENERATION;
+}
+
+static void target_committed(struct rv_volume *v, int err)
+{
+    struct rv_peer *p = v->peer;
+    struct peer_conn *pc = p->conn;
+    if (!pc || pc->state != PC_CONNECTED)
+        return;
+    if (err) {
+        pc_close(pc, "cannot record the resync target state");
+        return;
+    }
+    pc->paused = false;
+    rv_sockconn_read(&pc->sc);
+    pc_process(pc);
 }
 
 static void pc_connected(struct peer_conn *pc, const char *msg)
@@ -292,7 +394,24 @@ static void pc_connected(struct peer_conn *pc, const char *msg)
     rv_info("volume %s: connected to peer node %u (%s, %s) at %s, mode %s: %s", p->v->meta.name,
             pc->remote.node_id, pc->remote.name, rv_role_name(pc->remote.role), pc->addr,
             rv_repl_mode_name(p->o.mode), msg);
-    rv_volume_peer_in_sync(p->v);
+    if (pc->sync == SYNC_NONE) {
+        rv_volume_peer_in_sync(p->v);
+    } else if (pc->sync == SYNC_SOURCE) {
+        rv_resync_start(p->rs, pc->sync_full);
+    } else {
+        /* Until SYNC_DONE this copy is partly old, partly new: never a
+         * valid copy.  Durably so, before the first resync write lands. */
+        struct rv_volume *v = p->v;
+        v->meta.disk_state = RV_DISK_INCONSISTENT;
+        if (pc->sync_full)
+            rv_bitmap_clear_all(&v->bm);
+        rv_resync_target_begin(p->rs);
+        rv_info("volume %s: resync target (%s): disk Inconsistent until it completes", v->meta.name,
+                pc->sync_full ? "full sync" : "from the peer's bitmap");
+        pc->paused = true;
+        rv_sockconn_pause(&pc->sc);
+        rv_volume_meta_commit(v, target_committed);
+    }
 }
 
 /* A HELLO (or REFUSE) arrived during the handshake. */
@@ -329,7 +448,7 @@ static void handle_hello(struct peer_conn *pc, const struct rv_repl_hdr *h, cons
         snprintf(msg, sizeof msg, "both nodes are secondary");
     }
     if (!reason)
-        reason = check_generations(p, &pc->remote, msg, sizeof msg);
+        reason = decide(pc, &pc->remote, msg, sizeof msg);
     if (reason) {
         set_state(p, RV_PEER_REFUSED);
         send_refuse(pc, reason, msg);
@@ -497,6 +616,11 @@ static void handle_answer(struct peer_conn *pc, const struct rv_repl_hdr *h)
     if (h->type == RV_REPL_T_PONG)
         return;
     struct rv_peer_leg *leg = find_leg(pc, h->seq);
+    if (!leg && rv_resync_answer(p->rs, h->seq, h->type == RV_REPL_T_NACK ? -(int)h->status : 0)) {
+        if (h->type == RV_REPL_T_NACK)
+            pc_close(pc, "peer failed to store resync data");
+        return;
+    }
     if (h->type == RV_REPL_T_NACK) {
         p->nacks++;
         /* The peer could not store a write we sent (disk full, I/O error):
@@ -558,6 +682,23 @@ static void send_answer(struct peer_conn *pc, struct remote_req *rr, uint16_t ty
     rv_sockconn_send(&pc->sc, &rr->ack);
 }
 
+static void send_answer(struct peer_conn *pc, struct remote_req *rr, uint16_t type, uint32_t status,
+                        uint32_t flags);
+
+static void sync_done_committed(struct rv_volume *v, int err)
+{
+    struct peer_conn *pc = v->peer ? v->peer->conn : NULL;
+    if (!pc || !pc->sync_done_rr)
+        return;
+    struct remote_req *rr = pc->sync_done_rr;
+    pc->sync_done_rr = NULL;
+    if (pc->state == PC_CLOSING) {
+        rreq_ack_sent(&rr->ack, -ECONNRESET);
+        return;
+    }
+    send_answer(pc, rr, err ? RV_REPL_T_NACK : RV_REPL_T_ACK, err ? (uint32_t)-err : 0, 0);
+}
+
 static void rreq_done(struct rv_req *req)
 {
     struct remote_req *rr = RV_CONTAINER_OF(req, struct remote_req, req);
@@ -581,6 +722,24 @@ static void rreq_done(struct rv_req *req)
     }
     if (pc->state == PC_CLOSING) {
         rreq_ack_sent(&rr->ack, -ECONNRESET);
+        return;
+    }
+    if (req->result == 0 && rr->type == RV_REPL_T_RESYNC_WRITE)
+        rv_resync_target_progress(pc->p->rs, req->len);
+    if (req->result == 0 && rr->type == RV_REPL_T_SYNC_DONE) {
+        /* Every resync write before it is applied (the FLUSH waited for
+         * them, durably).  Adopt the source's generation: this copy is now
+         * the same data. */
+        v->meta.history_gen[1] = v->meta.history_gen[0];
+        v->meta.history_gen[0] = v->meta.current_gen;
+        v->meta.current_gen = rr->gen;
+        v->meta.bitmap_gen = 0;
+        v->meta.disk_state = RV_DISK_UPTODATE;
+        rv_bitmap_clear_all(&v->bm);
+        rv_resync_target_end(pc->p->rs);
+        rv_info("volume %s: resync complete: UpToDate at generation %016" PRIx64, v->meta.name, rr->gen);
+        pc->sync_done_rr = rr;
+        rv_volume_meta_commit(v, sync_done_committed);
         return;
     }
     if (req->result < 0)
@@ -629,7 +788,7 @@ static bool start_remote(struct peer_conn *pc, const struct rv_repl_hdr *h)
     if (!rr)
         return false;
     void *buf = NULL;
-    if (h->type == RV_REPL_T_WRITE) {
+    if (h->type == RV_REPL_T_WRITE || h->type == RV_REPL_T_RESYNC_WRITE) {
         buf = rv_bufpool_get(&v->pool, h->length);
         if (!buf) {
             rv_bufpool_wait(&v->pool, &pc->buf_wait);
@@ -649,8 +808,13 @@ static bool start_remote(struct peer_conn *pc, const struct rv_repl_hdr *h)
     rr->req.buf = buf;
     rr->req.done = rreq_done;
     rr->req.flags = (h->flags & RV_REPL_F_FUA) ? RV_IO_FUA : 0;
+    rr->gen = h->offset;
     switch (h->type) {
     case RV_REPL_T_WRITE: rr->req.type = RV_IO_WRITE; break;
+    case RV_REPL_T_RESYNC_WRITE:
+        rr->req.type = RV_IO_WRITE;
+        rr->req.flags |= RV_IO_FUA;     /* durable before the source clears its bits */
+        break;
     case RV_REPL_T_TRIM: rr->req.type = RV_IO_TRIM; break;
     case RV_REPL_T_ZERO:
         rr->req.type = RV_IO_ZERO;
@@ -663,7 +827,7 @@ static bool start_remote(struct peer_conn *pc, const struct rv_repl_hdr *h)
         rr->req.len = 0;
         break;
     }
-    if (h->type == RV_REPL_T_WRITE) {
+    if (h->type == RV_REPL_T_WRITE || h->type == RV_REPL_T_RESYNC_WRITE) {
         pc->payload = rr;
         pc->payload_have = 0;
     } else {
@@ -766,6 +930,8 @@ static void pc_process(struct peer_conn *pc)
         case RV_REPL_T_TRIM:
         case RV_REPL_T_ZERO:
         case RV_REPL_T_FLUSH:
+        case RV_REPL_T_RESYNC_WRITE:
+        case RV_REPL_T_SYNC_DONE:
             if (pc->remote.role != RV_ROLE_PRIMARY || p->v->role == RV_ROLE_PRIMARY) {
                 pc_close(pc, "write from a node that is not primary");
                 return;
@@ -865,14 +1031,16 @@ static void pc_close(struct peer_conn *pc, const char *why)
         p->next_dial_ns = rv_now_ns() + (uint64_t)p->backoff_ms * 1000000u;
         p->backoff_ms = RV_MIN(p->backoff_ms * 2, BACKOFF_MAX_MS);
     }
+    if (was_connected)
+        rv_resync_abort(p->rs);
     if (was_connected && p->shutting_down) {
         /* Our own clean stop: every client request was answered with the
          * peer's acknowledgement, so the copies are still the same. */
         p->disconnects++;
     } else if (was_connected) {
         p->disconnects++;
-        rv_warn("volume %s: lost peer %s: %s; continuing without it", p->v->meta.name, pc->addr,
-                why ? why : "closed");
+        rv_warn("volume %s: lost peer %s: %s%s", p->v->meta.name, pc->addr, why ? why : "closed",
+                p->v->role == RV_ROLE_PRIMARY ? "; continuing without it, recording what it misses" : "");
         rv_volume_peer_lost(p->v);
     } else if (why) {
         rv_warn("volume %s: peer connection %s closed: %s", p->v->meta.name, pc->addr, why);
@@ -1063,6 +1231,28 @@ static void peer_tick(struct rv_op *op, int res)
 
 /* ------------------------------------------------------------ API */
 
+static uint64_t link_next_seq(void *ctx)
+{
+    struct rv_peer *p = ctx;
+    return ++p->seq;
+}
+
+static bool link_send(void *ctx, struct rv_sendq_item *it)
+{
+    struct rv_peer *p = ctx;
+    struct peer_conn *pc = p->conn;
+    if (!pc || pc->state != PC_CONNECTED)
+        return false;
+    pc->last_tx_ns = rv_now_ns();
+    rv_sockconn_send(&pc->sc, it);
+    return true;
+}
+
+static void link_idle(void *ctx)
+{
+    peer_maybe_shutdown_done(ctx);
+}
+
 int rv_peer_create(struct rv_peer **out, struct rv_volume *v, struct rv_loop *loop,
                    const struct rv_peer_opts *opts)
 {
@@ -1089,6 +1279,12 @@ int rv_peer_create(struct rv_peer **out, struct rv_volume *v, struct rv_loop *lo
         p->o.max_inflight = 256;
     p->backoff_ms = BACKOFF_MIN_MS;
     p->state = RV_PEER_DISCONNECTED;
+    struct rv_resync_link link = { .ctx = p, .next_seq = link_next_seq, .send = link_send,
+                                   .idle = link_idle };
+    if (rv_resync_create(&p->rs, v, &link, opts->resync_rate) < 0) {
+        free(p);
+        return -ENOMEM;
+    }
     if (p->o.mode == RV_MODE_A) {
         /* The bounded send buffer mode A promises. */
         int r = rv_bufpool_init(&p->async_pool, v->max_request, 32u << 20);
@@ -1140,7 +1336,8 @@ int rv_peer_start(struct rv_peer *p)
 
 static void peer_maybe_shutdown_done(struct rv_peer *p)
 {
-    if (!p->shutting_down || p->accept_pending || p->tick_pending || p->conns_alive > 0)
+    if (!p->shutting_down || p->accept_pending || p->tick_pending || p->conns_alive > 0 ||
+        !rv_resync_idle(p->rs))
         return;
     if (p->shutdown_done) {
         void (*done)(void *) = p->shutdown_done;
@@ -1191,6 +1388,7 @@ void rv_peer_destroy(struct rv_peer *p)
         rv_bufpool_fini(&p->async_pool);
         free(p->async_frames);
     }
+    rv_resync_destroy(p->rs);
     free(p);
 }
 
@@ -1213,6 +1411,8 @@ void rv_peer_status(const struct rv_peer *p, bool json, struct rv_strbuf *out)
                      p->frames_sent, p->bytes_replicated, p->acks, p->nacks, p->connects, p->disconnects,
                      p->rtt_ns_last / 1000, pc ? pc->sc.bytes_out : 0, pc ? pc->sc.bytes_in : 0);
         rv_sb_json_str(out, p->last_refusal);
+        rv_sb_printf(out, ",\"sync\":");
+        rv_resync_status(p->rs, true, out);
         rv_sb_printf(out, "}");
         return;
     }
@@ -1227,6 +1427,7 @@ void rv_peer_status(const struct rv_peer *p, bool json, struct rv_strbuf *out)
                  " acks, %" PRIu64 " nacks, %" PRIu64 " connects, %" PRIu64 " disconnects\n",
                  rv_repl_mode_name(p->o.mode), inflight, rv_format_size(p->bytes_replicated, rep, sizeof rep),
                  p->frames_sent, p->acks, p->nacks, p->connects, p->disconnects);
+    rv_resync_status(p->rs, false, out);
     if (p->last_refusal[0])
         rv_sb_printf(out, "refused:     %s\n", p->last_refusal);
     if (p->listen_addr[0])
