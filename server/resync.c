@@ -45,6 +45,7 @@ struct rv_resync {
 };
 
 static void rs_pump(struct rv_resync *rs);
+static void notify_idle(struct rv_resync *rs);
 
 int rv_resync_create(struct rv_resync **out, struct rv_volume *v, const struct rv_resync_link *link,
                      uint64_t rate_limit)
