@@ -15,6 +15,9 @@
 #ifndef REPVOL_CLI_H
 #define REPVOL_CLI_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 enum rv_exit {
     RV_EXIT_OK = 0,
     RV_EXIT_FAIL = 1,       /* the operation failed or a value was rejected */
@@ -35,6 +38,11 @@ const char *cli_version(void);
 /* Subcommands (client/cmd_volume.c). */
 int cmd_create(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+
+/* client/cmd_verify.c */
+int cmd_verify(int argc, char **argv);
+/* Redraw status every interval_ms (until no sync/verify runs, if asked). */
+int cli_watch(const char *prog, const char *path, unsigned interval_ms, bool until_idle);
 
 /* client/cmd_status.c */
 int cmd_status(int argc, char **argv);

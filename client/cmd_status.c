@@ -48,18 +48,20 @@ int cmd_status(int argc, char **argv)
     static const struct option longopts[] = {
         { "json", no_argument, NULL, 'j' },
         { "control", required_argument, NULL, 'c' },
+        { "watch", no_argument, NULL, 'w' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    bool json = false;
+    bool json = false, watch = false;
     const char *control = NULL;
     int c;
-    while ((c = getopt_long(argc, argv, "jc:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "jc:wh", longopts, NULL)) != -1) {
         switch (c) {
         case 'j': json = true; break;
+        case 'w': watch = true; break;
         case 'c': control = optarg; break;
         case 'h':
-            printf("Usage: %s [--json] [--control PATH] [VOLUME]\n"
+            printf("Usage: %s [--json | --watch] [--control PATH] [VOLUME]\n"
                    "\n"
                    "Show the state of a running daemon's volume: role, disk state, requests\n"
                    "in flight, counters.  VOLUME is the volume's name or its image path; the\n"
@@ -67,6 +69,8 @@ int cmd_status(int argc, char **argv)
                    "otherwise.\n"
                    "\n"
                    "  -j, --json           one JSON object instead of text\n"
+                   "  -w, --watch          redraw every second, with progress bars for a\n"
+                   "                       resync or verify in progress (Ctrl-C to stop)\n"
                    "  -c, --control PATH   the daemon's control socket\n",
                    argv[0]);
             return RV_EXIT_OK;
@@ -81,6 +85,8 @@ int cmd_status(int argc, char **argv)
     char path[256];
     if (cli_control_path(argv[0], optind < argc ? argv[optind] : NULL, control, path, sizeof path) < 0)
         return RV_EXIT_FAIL;
+    if (watch)
+        return cli_watch(argv[0], path, 1000, false);
     static char reply[RV_CONTROL_MAX_REPLY];
     int r = rv_control_call(path, json ? "status json" : "status text", reply, sizeof reply);
     if (r < 0) {

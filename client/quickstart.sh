@@ -84,14 +84,35 @@ wait_gone() {
 
 is_mounted() { findmnt -rn --mountpoint "$1" >/dev/null 2>&1; }
 
+# detach_loop DEV: detach, and wait until the kernel has really let go of
+# the backing file (detaching completes asynchronously, e.g. while udev still
+# has the device open).
 detach_loop() {
-    local dev=$1 i
-    for i in 1 2 3 4 5; do
-        timeout 30 losetup -d "$dev" 2>/dev/null && return 0
+    local dev=$1 i back
+    back=$(losetup -n -O BACK-FILE "$dev" 2>/dev/null | sed 's/[[:space:]]*$//')
+    for ((i = 0; i < 5; i++)); do
+        timeout 30 losetup -d "$dev" 2>/dev/null && break
         sleep 1
     done
-    printf 'quickstart: warning: could not detach %s\n' "$dev" >&2
+    for ((i = 0; i < 300; i++)); do # 30 s
+        if [ -z "$back" ] || [ -z "$(losetup -n -O NAME -j "$back" 2>/dev/null)" ]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    printf 'quickstart: warning: %s still holds %s\n' "$dev" "${back:-its file}" >&2
     return 1
+}
+
+# unmount_fuse: fusermount3 -u, retried while the mount is still busy.
+unmount_fuse() {
+    local i
+    for ((i = 0; i < 20; i++)); do
+        is_mounted "$DISK" || return 0
+        timeout 30 fusermount3 -u "$DISK" 2>/dev/null && return 0
+        sleep 0.5
+    done
+    timeout 30 fusermount3 -u "$DISK" # last try, with its error message
 }
 
 # Unmount the file system, detach loop devices, unmount nbdfuse.
@@ -105,7 +126,7 @@ unmap() {
     done
     LOOPS=()
     if is_mounted "$DISK"; then
-        timeout 30 fusermount3 -u "$DISK" || timeout 30 fusermount3 -uz "$DISK" || true
+        unmount_fuse || timeout 30 fusermount3 -uz "$DISK" || true
     fi
     if [ -n "$NBDFUSE_PID" ]; then
         if ! wait_gone "$NBDFUSE_PID" 15; then
@@ -157,7 +178,7 @@ if is_mounted "$MNT"; then timeout 60 umount "$MNT" || die "$MNT is mounted and 
 while read -r dev; do
     if [ -n "$dev" ]; then detach_loop "$dev" || true; fi
 done < <(losetup -j "$DISK" -O NAME -n 2>/dev/null; losetup -j "$IMG" -O NAME -n 2>/dev/null)
-if is_mounted "$DISK"; then timeout 30 fusermount3 -u "$DISK" || die "$DISK is still mounted"; fi
+if is_mounted "$DISK"; then unmount_fuse || die "$DISK is still mounted"; fi
 if [ -f "$WORK/repvold.pid" ] && pid_alive "$(cat "$WORK/repvold.pid")"; then
     die "a repvold from an earlier run is still running (pid $(cat "$WORK/repvold.pid")); stop it first"
 fi
@@ -285,7 +306,7 @@ info "nbdfuse $DISK --unix $SOCK   (pid $NBDFUSE_PID; $DISK is now the volume, $
 LOOP=$(timeout 30 losetup --direct-io=on -f --show "$DISK" 2>/dev/null) ||
     LOOP=$(timeout 30 losetup -f --show "$DISK") || die "losetup failed"
 LOOPS+=("$LOOP")
-info "losetup -f --show $DISK  ->  $LOOP (direct I/O: $(losetup -n -O DIO "$LOOP" | tr -d ' '))"
+info "losetup --direct-io=on -f --show $DISK  ->  $LOOP (direct I/O: $(losetup -n -O DIO "$LOOP" | tr -d ' '))"
 
 # ------------------------------------------------------------------ 7
 
@@ -330,7 +351,7 @@ info "umount $MNT"
 detach_loop "$LOOP" || die "losetup -d $LOOP failed"
 LOOPS=()
 info "losetup -d $LOOP"
-timeout 30 fusermount3 -u "$DISK" || die "fusermount3 -u $DISK failed"
+unmount_fuse || die "fusermount3 -u $DISK failed"
 wait_gone "$NBDFUSE_PID" 15 || die "nbdfuse did not exit after fusermount3 -u"
 wait "$NBDFUSE_PID" 2>/dev/null || true
 NBDFUSE_PID=""

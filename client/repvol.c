@@ -20,6 +20,7 @@ static const struct cli_cmd commands[] = {
     { "create", cmd_create, "create a new volume image file" },
     { "info",   cmd_info,   "show the metadata of a volume image" },
     { "status", cmd_status, "show the state of a running daemon's volume" },
+    { "verify", cmd_verify, "compare the two copies of a volume online" },
 };
 
 void cli_error(const char *prog, const char *fmt, ...)

@@ -129,8 +129,36 @@ static void peer_closed(void *arg)
     rv_loop_stop(&d->loop);
 }
 
+static int cmd_verify(void *ctx, int argc, char **argv, struct rv_strbuf *out)
+{
+    struct daemon *d = ctx;
+    if (!d->peer) {
+        rv_sb_printf(out, "this volume has no peer to compare with");
+        return -ENOTCONN;
+    }
+    bool mark = argc > 1 && !strcmp(argv[1], "resync");
+    char msg[160];
+    int r = rv_peer_verify(d->peer, mark, msg, sizeof msg);
+    rv_sb_printf(out, "%s\n", msg);
+    return r;
+}
+
+/* "progress": one line per activity, space-separated, for the CLI's
+ * --watch and verify --wait (the JSON status has the same, for scripts). */
+static int cmd_progress(void *ctx, int argc, char **argv, struct rv_strbuf *out)
+{
+    struct daemon *d = ctx;
+    if (d->peer)
+        rv_peer_progress(d->peer, out);
+    else
+        rv_sb_printf(out, "peer none\n");
+    return 0;
+}
+
 static const struct rv_control_cmd control_cmds[] = {
     { "status", cmd_status },
+    { "verify", cmd_verify },
+    { "progress", cmd_progress },
     { NULL, NULL },
 };
 

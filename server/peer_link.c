@@ -27,6 +27,7 @@
 #include "repvol/repl_proto.h"
 #include "repvol/resync.h"
 #include "repvol/util.h"
+#include "repvol/verify.h"
 #include "repvol/volume.h"
 
 #define PEER_RBUF_SIZE   (256u * 1024)
@@ -124,6 +125,7 @@ struct rv_peer {
     unsigned conns_alive;
     char last_refusal[RV_REPL_REFUSE_MSG_MAX + RV_REPL_MSG_LEN + 128];
     struct rv_resync *rs;
+    struct rv_verify *vf;
     /* mode A */
     struct rv_bufpool async_pool;
     struct async_frame *async_frames, *async_free;
@@ -616,6 +618,9 @@ static void handle_answer(struct peer_conn *pc, const struct rv_repl_hdr *h)
     if (h->type == RV_REPL_T_PONG)
         return;
     struct rv_peer_leg *leg = find_leg(pc, h->seq);
+    if (!leg && h->type == RV_REPL_T_NACK &&
+        rv_verify_answer(p->vf, h->seq, -(int)h->status, NULL, 0))
+        return;
     if (!leg && rv_resync_answer(p->rs, h->seq, h->type == RV_REPL_T_NACK ? -(int)h->status : 0)) {
         if (h->type == RV_REPL_T_NACK)
             pc_close(pc, "peer failed to store resync data");
@@ -657,6 +662,10 @@ static void rreq_ack_sent(struct rv_sendq_item *it, int err)
         /* The early RECEIVED ack went out; the request is still running. */
         rr->early_acked = false;
         return;
+    }
+    if (rr->req.buf) {                  /* a DIGEST answer was sent from it */
+        rv_bufpool_put(&pc->p->v->pool, rr->req.buf);
+        rr->req.buf = NULL;
     }
     rr->next_free = pc->free_rreqs;
     pc->free_rreqs = rr;
@@ -704,6 +713,21 @@ static void rreq_done(struct rv_req *req)
     struct remote_req *rr = RV_CONTAINER_OF(req, struct remote_req, req);
     struct peer_conn *pc = rr->pc;
     struct rv_volume *v = pc->p->v;
+    if (rr->type == RV_REPL_T_DIGEST_REQ && req->result == 0 && pc->state != PC_CLOSING) {
+        /* Digests in place, sent straight from the buffer. */
+        uint32_t gran = 1u << v->bm.gran_shift;
+        rv_verify_digest(req->buf, req->len, gran, req->buf);
+        rr->busy = false;
+        struct rv_repl_hdr h = { .type = RV_REPL_T_DIGEST, .seq = rr->seq,
+                                 .payload_len = (req->len + gran - 1) / gran * RV_VERIFY_DIGEST };
+        rv_repl_encode_hdr(rr->ack.hdr, &h);
+        rr->ack.hdr_len = RV_REPL_HDR_SIZE;
+        rr->ack.data = req->buf;
+        rr->ack.data_len = h.payload_len;
+        rr->ack.done = rreq_ack_sent;
+        rv_sockconn_send(&pc->sc, &rr->ack);
+        return;
+    }
     if (req->buf) {
         rv_bufpool_put(&v->pool, req->buf);
         req->buf = NULL;
@@ -788,7 +812,7 @@ static bool start_remote(struct peer_conn *pc, const struct rv_repl_hdr *h)
     if (!rr)
         return false;
     void *buf = NULL;
-    if (h->type == RV_REPL_T_WRITE || h->type == RV_REPL_T_RESYNC_WRITE) {
+    if (h->type == RV_REPL_T_WRITE || h->type == RV_REPL_T_RESYNC_WRITE || h->type == RV_REPL_T_DIGEST_REQ) {
         buf = rv_bufpool_get(&v->pool, h->length);
         if (!buf) {
             rv_bufpool_wait(&v->pool, &pc->buf_wait);
@@ -816,6 +840,7 @@ static bool start_remote(struct peer_conn *pc, const struct rv_repl_hdr *h)
         rr->req.flags |= RV_IO_FUA;     /* durable before the source clears its bits */
         break;
     case RV_REPL_T_TRIM: rr->req.type = RV_IO_TRIM; break;
+    case RV_REPL_T_DIGEST_REQ: rr->req.type = RV_IO_READ; break;
     case RV_REPL_T_ZERO:
         rr->req.type = RV_IO_ZERO;
         if (h->flags & RV_REPL_F_NO_HOLE)
@@ -907,7 +932,8 @@ static void pc_process(struct peer_conn *pc)
                 pc_close(pc, why);
             return;
         }
-        bool carries_body = h.type == RV_REPL_T_HELLO || h.type == RV_REPL_T_REFUSE;
+        bool carries_body = h.type == RV_REPL_T_HELLO || h.type == RV_REPL_T_REFUSE ||
+                            h.type == RV_REPL_T_DIGEST;
         if (carries_body && avail < RV_REPL_HDR_SIZE + h.payload_len) {
             if (RV_REPL_HDR_SIZE + h.payload_len > sc->rcap) {
                 pc_close(pc, "handshake frame larger than the receive buffer");
@@ -932,6 +958,7 @@ static void pc_process(struct peer_conn *pc)
         case RV_REPL_T_FLUSH:
         case RV_REPL_T_RESYNC_WRITE:
         case RV_REPL_T_SYNC_DONE:
+        case RV_REPL_T_DIGEST_REQ:
             if (pc->remote.role != RV_ROLE_PRIMARY || p->v->role == RV_ROLE_PRIMARY) {
                 pc_close(pc, "write from a node that is not primary");
                 return;
@@ -952,6 +979,13 @@ static void pc_process(struct peer_conn *pc)
         case RV_REPL_T_PING:
             sc->rpos += RV_REPL_HDR_SIZE;
             send_ping(pc, RV_REPL_T_PONG, h.seq);
+            continue;
+        case RV_REPL_T_DIGEST:
+            sc->rpos += RV_REPL_HDR_SIZE + h.payload_len;
+            if (!rv_verify_answer(p->vf, h.seq, 0, sc->rbuf + sc->rpos - h.payload_len, h.payload_len)) {
+                pc_close(pc, "unexpected DIGEST frame");
+                return;
+            }
             continue;
         default: {
             char why[96];
@@ -1031,8 +1065,10 @@ static void pc_close(struct peer_conn *pc, const char *why)
         p->next_dial_ns = rv_now_ns() + (uint64_t)p->backoff_ms * 1000000u;
         p->backoff_ms = RV_MIN(p->backoff_ms * 2, BACKOFF_MAX_MS);
     }
-    if (was_connected)
+    if (was_connected) {
         rv_resync_abort(p->rs);
+        rv_verify_abort(p->vf);
+    }
     if (was_connected && p->shutting_down) {
         /* Our own clean stop: every client request was answered with the
          * peer's acknowledgement, so the copies are still the same. */
@@ -1281,7 +1317,9 @@ int rv_peer_create(struct rv_peer **out, struct rv_volume *v, struct rv_loop *lo
     p->state = RV_PEER_DISCONNECTED;
     struct rv_resync_link link = { .ctx = p, .next_seq = link_next_seq, .send = link_send,
                                    .idle = link_idle };
-    if (rv_resync_create(&p->rs, v, &link, opts->resync_rate) < 0) {
+    if (rv_resync_create(&p->rs, v, &link, opts->resync_rate) < 0 ||
+        rv_verify_create(&p->vf, v, &link) < 0) {
+        rv_resync_destroy(p->rs);
         free(p);
         return -ENOMEM;
     }
@@ -1337,7 +1375,7 @@ int rv_peer_start(struct rv_peer *p)
 static void peer_maybe_shutdown_done(struct rv_peer *p)
 {
     if (!p->shutting_down || p->accept_pending || p->tick_pending || p->conns_alive > 0 ||
-        !rv_resync_idle(p->rs))
+        !rv_resync_idle(p->rs) || !rv_verify_idle(p->vf))
         return;
     if (p->shutdown_done) {
         void (*done)(void *) = p->shutdown_done;
@@ -1389,7 +1427,44 @@ void rv_peer_destroy(struct rv_peer *p)
         free(p->async_frames);
     }
     rv_resync_destroy(p->rs);
+    rv_verify_destroy(p->vf);
     free(p);
+}
+
+static void verify_then(void *ctx, bool marked)
+{
+    struct rv_peer *p = ctx;
+    if (marked && p->state == RV_PEER_CONNECTED && !rv_resync_active(p->rs))
+        rv_resync_start(p->rs, false);
+}
+
+int rv_peer_verify(struct rv_peer *p, bool mark, char *msg, size_t len)
+{
+    if (p->state != RV_PEER_CONNECTED) {
+        snprintf(msg, len, "the peer is %s: verify needs a connected peer", rv_peer_state_name(p->state));
+        return -ENOTCONN;
+    }
+    if (p->v->role != RV_ROLE_PRIMARY) {
+        snprintf(msg, len, "run verify on the primary");
+        return -EPERM;
+    }
+    if (rv_resync_active(p->rs)) {
+        snprintf(msg, len, "a resync is running; verify after it completes");
+        return -EBUSY;
+    }
+    int r = rv_verify_start(p->vf, mark, verify_then, p);
+    if (r < 0)
+        snprintf(msg, len, "a verify is already running");
+    else
+        snprintf(msg, len, "verify started");
+    return r;
+}
+
+void rv_peer_progress(const struct rv_peer *p, struct rv_strbuf *out)
+{
+    rv_sb_printf(out, "peer %s\n", rv_peer_state_name(p->state));
+    rv_resync_progress(p->rs, out);
+    rv_verify_progress(p->vf, out);
 }
 
 void rv_peer_status(const struct rv_peer *p, bool json, struct rv_strbuf *out)
@@ -1413,6 +1488,8 @@ void rv_peer_status(const struct rv_peer *p, bool json, struct rv_strbuf *out)
         rv_sb_json_str(out, p->last_refusal);
         rv_sb_printf(out, ",\"sync\":");
         rv_resync_status(p->rs, true, out);
+        rv_sb_printf(out, ",\"verify\":");
+        rv_verify_status(p->vf, true, out);
         rv_sb_printf(out, "}");
         return;
     }
@@ -1428,6 +1505,7 @@ void rv_peer_status(const struct rv_peer *p, bool json, struct rv_strbuf *out)
                  rv_repl_mode_name(p->o.mode), inflight, rv_format_size(p->bytes_replicated, rep, sizeof rep),
                  p->frames_sent, p->acks, p->nacks, p->connects, p->disconnects);
     rv_resync_status(p->rs, false, out);
+    rv_verify_status(p->vf, false, out);
     if (p->last_refusal[0])
         rv_sb_printf(out, "refused:     %s\n", p->last_refusal);
     if (p->listen_addr[0])

@@ -372,40 +372,61 @@ void rv_resync_target_end(struct rv_resync *rs)
     rs->end_ns = rv_now_ns();
 }
 
-void rv_resync_status(const struct rv_resync *rs, bool json, struct rv_strbuf *out)
+struct rs_view {
+    const char *state;
+    uint64_t left, total, done, rate;
+    double pct;
+    long eta;
+};
+
+static struct rs_view rs_view(const struct rv_resync *rs)
 {
-    const char *state = "none";
+    struct rs_view w = { .state = "none", .eta = -1 };
     if (rs && (rs->state == RS_SOURCE || rs->state == RS_DONE_SENT))
-        state = "source";
+        w.state = "source";
     else if (rs && rs->state == RS_TARGET)
-        state = "target";
-    uint64_t left = rs && rs->state != RS_TARGET ? left_bytes(rs) : 0;
-    uint64_t total = rs ? rs->total_bytes : 0;
-    uint64_t done = rs ? rs->sent_bytes : 0;
-    double pct = total ? 100.0 * (double)(total - RV_MIN(left, total)) / (double)total : 100.0;
-    uint64_t rate = rs ? rs->rate_now : 0;
-    if (rs && rate == 0 && rs->start_ns && done) {
+        w.state = "target";
+    w.left = rs && rs->state != RS_TARGET ? left_bytes(rs) : 0;
+    w.total = rs ? rs->total_bytes : 0;
+    w.done = rs ? rs->sent_bytes : 0;
+    w.pct = w.total ? 100.0 * (double)(w.total - RV_MIN(w.left, w.total)) / (double)w.total : 100.0;
+    w.rate = rs ? rs->rate_now : 0;
+    if (rs && w.rate == 0 && rs->start_ns && w.done) {
         uint64_t t = (rs->end_ns ? rs->end_ns : rv_now_ns()) - rs->start_ns;
         if (t)
-            rate = done * 1000000000u / t;
+            w.rate = w.done * 1000000000u / t;
     }
-    long eta = (strcmp(state, "source") == 0 && rate) ? (long)(left / rate) : -1;
+    if (strcmp(w.state, "source") == 0 && w.rate)
+        w.eta = (long)(w.left / w.rate);
+    return w;
+}
+
+void rv_resync_status(const struct rv_resync *rs, bool json, struct rv_strbuf *out)
+{
+    struct rs_view w = rs_view(rs);
     if (json) {
         rv_sb_printf(out, "{\"state\":\"%s\",\"percent\":%.1f,\"bytes_total\":%" PRIu64 ",\"bytes_left\":%" PRIu64
                      ",\"bytes_done\":%" PRIu64 ",\"rate_bytes_per_sec\":%" PRIu64 ",\"eta_seconds\":%ld"
                      ",\"rate_limit\":%" PRIu64 ",\"runs\":%" PRIu64 "}",
-                     state, pct, total, left, done, rate, eta, rs ? rs->rate : 0, rs ? rs->runs : 0);
+                     w.state, w.pct, w.total, w.left, w.done, w.rate, w.eta, rs ? rs->rate : 0, rs ? rs->runs : 0);
         return;
     }
     char a[32], b[32], c[32];
-    if (!strcmp(state, "none")) {
-        rv_sb_printf(out, "sync:        idle (%s dirty)\n", rv_format_size(left, a, sizeof a));
+    if (!strcmp(w.state, "none")) {
+        rv_sb_printf(out, "sync:        idle (%s dirty)\n", rv_format_size(w.left, a, sizeof a));
         return;
     }
-    rv_sb_printf(out, "sync:        %s, %.1f%% (%s left of %s), %s/s", state, pct,
-                 rv_format_size(left, a, sizeof a), rv_format_size(total, b, sizeof b),
-                 rv_format_size(rate, c, sizeof c));
-    if (eta >= 0)
-        rv_sb_printf(out, ", ETA %ld s", eta);
+    rv_sb_printf(out, "sync:        %s, %.1f%% (%s left of %s), %s/s", w.state, w.pct,
+                 rv_format_size(w.left, a, sizeof a), rv_format_size(w.total, b, sizeof b),
+                 rv_format_size(w.rate, c, sizeof c));
+    if (w.eta >= 0)
+        rv_sb_printf(out, ", ETA %ld s", w.eta);
     rv_sb_printf(out, "\n");
+}
+
+void rv_resync_progress(const struct rv_resync *rs, struct rv_strbuf *out)
+{
+    struct rs_view w = rs_view(rs);
+    rv_sb_printf(out, "sync %s %.1f %" PRIu64 " %" PRIu64 " %" PRIu64 " %ld\n", w.state, w.pct, w.left, w.total,
+                 w.rate, w.eta);
 }

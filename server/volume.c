@@ -345,7 +345,9 @@ void rv_volume_submit(struct rv_volume *v, struct rv_req *req)
         req_finish_later(req, 0);
         return;
     }
-    if (req->type == RV_IO_READ && req->origin != RV_ORIGIN_RESYNC) {
+    /* A client's read needs no ordering; a read for resync or verify (here,
+     * or the peer's DIGEST_REQ) must see the range as it is between writes. */
+    if (req->type == RV_IO_READ && req->origin == RV_ORIGIN_CLIENT) {
         req_issue(v, req);
         return;
     }

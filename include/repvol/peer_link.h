@@ -78,6 +78,14 @@ bool rv_peer_connected(const struct rv_peer *p);
  * is not connected. */
 bool rv_peer_submit(struct rv_peer *p, struct rv_req *req);
 
+/* Start an online verify (verify.h); mark: resync what differs.  0 or
+ * -errno with a message for the operator. */
+int rv_peer_verify(struct rv_peer *p, bool mark, char *msg, size_t len);
+
 void rv_peer_status(const struct rv_peer *p, bool json, struct rv_strbuf *out);
+
+/* Lines "peer STATE", "sync STATE PERCENT BYTES_LEFT BYTES_TOTAL RATE ETA",
+ * "verify STATE PERCENT MISMATCHED_BYTES", "range OFFSET LENGTH"... */
+void rv_peer_progress(const struct rv_peer *p, struct rv_strbuf *out);
 
 #endif

@@ -60,5 +60,7 @@ void rv_resync_target_progress(struct rv_resync *rs, uint64_t bytes);
 void rv_resync_target_end(struct rv_resync *rs);
 
 void rv_resync_status(const struct rv_resync *rs, bool json, struct rv_strbuf *out);
+/* "sync STATE PERCENT LEFT TOTAL RATE ETA\n" */
+void rv_resync_progress(const struct rv_resync *rs, struct rv_strbuf *out);
 
 #endif

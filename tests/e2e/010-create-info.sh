@@ -1,5 +1,5 @@
 #!/bin/bash
-# shellcheck disable=SC2119 # stop_repvold takes optional arguments
+# shellcheck source-path=SCRIPTDIR disable=SC2119 # stop_repvold: optional args
 # repvol create / info: metadata, refusals, sparseness, fresh volume reads
 # as zeroes through the daemon, corrupt images are refused.
 . "$(dirname "$0")/functions.sh"

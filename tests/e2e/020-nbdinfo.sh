@@ -1,5 +1,5 @@
 #!/bin/bash
-# shellcheck disable=SC2119 # stop_repvold takes optional arguments
+# shellcheck source-path=SCRIPTDIR disable=SC2119 # stop_repvold: optional args
 # nbdinfo over unix and tcp: exact size, flags, block sizes, export list,
 # allocation map (hole on a fresh volume, data after a write), --readonly,
 # --pidfile, export names.

@@ -1,5 +1,5 @@
 #!/bin/bash
-# shellcheck disable=SC2119 # stop_repvold takes optional arguments
+# shellcheck source-path=SCRIPTDIR disable=SC2119 # stop_repvold: optional args
 # nbdcopy round trip: random 64 MiB in and out (both cache modes), the
 # image's data region equals the source, then a sparse source over the old
 # data: zeroes correct, holes preserved in the copy out.

@@ -1,5 +1,5 @@
 #!/bin/bash
-# shellcheck disable=SC2119 # stop_repvold takes optional arguments
+# shellcheck source-path=SCRIPTDIR disable=SC2119 # stop_repvold: optional args
 # qemu-img against the export: convert -n onto it, compare, info, map,
 # convert back out; the image's data region equals the source.
 . "$(dirname "$0")/functions.sh"

@@ -1,5 +1,5 @@
 #!/bin/bash
-# shellcheck disable=SC2119 # stop_repvold takes optional arguments
+# shellcheck source-path=SCRIPTDIR disable=SC2119 # stop_repvold: optional args
 # fio (nbd engine) random writes with crc32c verification, two concurrent
 # jobs (4 KiB and 64 KiB blocks, iodepth 16) on disjoint halves; then a
 # fresh daemon: fio verify_only still passes, and what it serves equals the

@@ -1,5 +1,5 @@
 #!/bin/bash
-# shellcheck disable=SC2119 # stop_repvold takes optional arguments
+# shellcheck source-path=SCRIPTDIR disable=SC2119 # stop_repvold: optional args
 # A real filesystem on the volume: nbdfuse -> loop device -> mkfs.ext4 ->
 # mount, write, remount, checksums, e2fsck; then, with the daemon stopped,
 # the image's data region alone is a clean ext4 holding the same files

@@ -1,5 +1,5 @@
 #!/bin/bash
-# shellcheck disable=SC2119 # stop_repvold takes optional arguments
+# shellcheck source-path=SCRIPTDIR disable=SC2119 # stop_repvold: optional args
 # Several clients at once, on unix and tcp listeners at the same time: three
 # writers (libnbd, 16 requests in flight each, shuffled chunks, some FUA,
 # some WRITE_ZEROES) on disjoint ranges while a fourth connection keeps

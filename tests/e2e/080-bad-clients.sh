@@ -1,5 +1,5 @@
 #!/bin/bash
-# shellcheck disable=SC2119 # stop_repvold takes optional arguments
+# shellcheck source-path=SCRIPTDIR disable=SC2119 # stop_repvold: optional args
 # Misbehaving clients (tests/helpers/nbd-bad-client, every scenario, over
 # unix and tcp) with good clients working in between; idle and half-open
 # connections stay around; the data equals exactly what the good clients

@@ -1,5 +1,5 @@
 #!/bin/bash
-# shellcheck disable=SC2119 # stop_repvold takes optional arguments
+# shellcheck source-path=SCRIPTDIR disable=SC2119 # stop_repvold: optional args
 # SIGTERM (then SIGINT) in the middle of a write load: the daemon exits 0
 # within a bounded time, and every write it acknowledged is in the image.
 #

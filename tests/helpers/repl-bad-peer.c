@@ -26,6 +26,13 @@
  *                         its payload                     [close]
  *   unknown-type          a type-99 frame instead of HELLO [refuse PROTOCOL or close]
  *   unknown-type-after-hello  good HELLO, then a type-99 frame [close]
+ *   write-past-end        good HELLO, then a 4 KiB WRITE at offset data_size
+ *                         (the bitmap area)               [NACK, or close; never ACK]
+ *   trim-past-end         good HELLO, then a TRIM of the 1 MiB after the data
+ *                         (bitmap and superblock)         [NACK, or close; never ACK]
+ *   truncated-write       good HELLO, then a 4 KiB WRITE (offset 0) with only
+ *                         1000 bytes of its payload, then shutdown(SHUT_WR)
+ *                         (the link dies in the middle of a payload)  [close]
  *   garbage               4 KiB of random bytes           [refuse PROTOCOL or close]
  *   write-before-hello    a WRITE (offset 0, 4 KiB) first [refuse PROTOCOL or close]
  * --expect overrides the expectation: refuse:REASON (e.g. refuse:BUSY),
@@ -330,7 +337,9 @@ static void read_answer(int fd, struct answer *a)
     } else {
         a->kind = A_OTHER;
         a->type = h.type;
-        snprintf(a->text, sizeof a->text, "a %s frame", rv_repl_type_name(h.type));
+        a->reason = h.status;
+        snprintf(a->text, sizeof a->text, "a %s frame (seq %" PRIu64 ", status %" PRIu32 ")",
+                 rv_repl_type_name(h.type), h.seq, h.status);
     }
 }
 
@@ -438,6 +447,34 @@ static int expect_drop(int fd)
     }
 }
 
+/* After a request the daemon must not carry out: a NACK, or it closes the
+ * link; an ACK is a failure. */
+static int expect_nack(int fd)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        struct answer a;
+        read_answer(fd, &a);
+        if (a.kind == A_OTHER && (a.type == RV_REPL_T_PING || a.type == RV_REPL_T_PONG) &&
+            elapsed_ms(&t0) < TIMEOUT_MS) {
+            say("(daemon sent %s; still waiting for its answer)", a.text);
+            continue;
+        }
+        say("daemon answered: %s", a.text);
+        if (a.kind == A_OTHER && a.type == RV_REPL_T_NACK) {
+            say("OK: expected NACK or close (NACK status %" PRIu32 ": %s)", a.reason, strerror((int)a.reason));
+            return 0;
+        }
+        if (a.kind == A_CLOSE || (a.kind == A_REFUSE && a.reason == RV_REPL_REFUSE_PROTOCOL)) {
+            say("OK: expected NACK or close");
+            return 0;
+        }
+        say("FAIL: expected NACK or close%s", a.type == RV_REPL_T_ACK ? ": the daemon ACKed it" : "");
+        return 1;
+    }
+}
+
 /* ------------------------------------------------------------ main */
 
 static void usage(FILE *f)
@@ -448,8 +485,8 @@ static void usage(FILE *f)
             "                     [--expect refuse:REASON|refuse-or-close:REASON|close|accept] SCENARIO\n"
             "scenarios: hello-wrong-version hello-proto-2 hello-wrong-uuid hello-wrong-size\n"
             "           hello-both-primary hello-secondary hello-short-body truncated-header\n"
-            "           length-past-bound unknown-type unknown-type-after-hello garbage\n"
-            "           write-before-hello\n");
+            "           length-past-bound unknown-type unknown-type-after-hello write-past-end\n"
+            "           trim-past-end truncated-write garbage write-before-hello\n");
 }
 
 int main(int argc, char **argv)
@@ -564,7 +601,8 @@ int main(int argc, char **argv)
 
     /* The scenario's hello and expectation. */
     struct expect exp = { .kind = E_REFUSE_OR_CLOSE, .reason = RV_REPL_REFUSE_PROTOCOL };
-    enum { S_HELLO, S_TRUNC, S_PAST_BOUND, S_UNKNOWN, S_UNKNOWN_AFTER, S_GARBAGE, S_WRITE_FIRST } kind = S_HELLO;
+    enum { S_HELLO, S_TRUNC, S_PAST_BOUND, S_UNKNOWN, S_UNKNOWN_AFTER, S_TRUNC_WRITE, S_WRITE_PAST_END,
+           S_TRIM_PAST_END, S_GARBAGE, S_WRITE_FIRST } kind = S_HELLO;
     bool wrong_version = false, short_body = false;
     if (!strcmp(scenario, "hello-wrong-version")) {
         wrong_version = true;
@@ -596,6 +634,12 @@ int main(int argc, char **argv)
         kind = S_UNKNOWN;
     } else if (!strcmp(scenario, "unknown-type-after-hello")) {
         kind = S_UNKNOWN_AFTER;
+    } else if (!strcmp(scenario, "write-past-end")) {
+        kind = S_WRITE_PAST_END;
+    } else if (!strcmp(scenario, "trim-past-end")) {
+        kind = S_TRIM_PAST_END;
+    } else if (!strcmp(scenario, "truncated-write")) {
+        kind = S_TRUNC_WRITE;
     } else if (!strcmp(scenario, "garbage")) {
         kind = S_GARBAGE;
     } else if (!strcmp(scenario, "write-before-hello")) {
@@ -678,7 +722,10 @@ int main(int argc, char **argv)
         break;
     }
     case S_PAST_BOUND:
-    case S_UNKNOWN_AFTER: {
+    case S_UNKNOWN_AFTER:
+    case S_TRUNC_WRITE:
+    case S_WRITE_PAST_END:
+    case S_TRIM_PAST_END: {
         n = build_hello(frame, &hello);
         r = send_all(fd, frame, n);
         say("sent a good HELLO: %s", io_str(r));
@@ -700,6 +747,27 @@ int main(int argc, char **argv)
             rv_repl_encode_hdr(frame, &h);
             r = send_all(fd, frame, RV_REPL_HDR_SIZE);
             say("sent a type-99 frame: %s", io_str(r));
+        } else if (kind == S_WRITE_PAST_END || kind == S_TRIM_PAST_END) {
+            bool w = kind == S_WRITE_PAST_END;
+            struct rv_repl_hdr h = { .type = w ? RV_REPL_T_WRITE : RV_REPL_T_TRIM, .seq = 1,
+                                     .offset = hello.data_size, .length = w ? 4096 : 1u << 20,
+                                     .payload_len = w ? 4096 : 0 };
+            rv_repl_encode_hdr(frame, &h);
+            memset(frame + RV_REPL_HDR_SIZE, 0xab, 4096);
+            r = send_all(fd, frame, RV_REPL_HDR_SIZE + h.payload_len);
+            say("sent a %s of %" PRIu32 " bytes at offset %" PRIu64 " (the end of the data): %s",
+                rv_repl_type_name(h.type), h.length, h.offset, io_str(r));
+            rc = expect_nack(fd);
+            break;
+        } else if (kind == S_TRUNC_WRITE) {
+            struct rv_repl_hdr h = { .type = RV_REPL_T_WRITE, .seq = 1, .offset = 0, .length = 4096,
+                                     .payload_len = 4096 };
+            rv_repl_encode_hdr(frame, &h);
+            memset(frame + RV_REPL_HDR_SIZE, 0xab, 1000);
+            r = send_all(fd, frame, RV_REPL_HDR_SIZE + 1000);
+            shutdown(fd, SHUT_WR);
+            say("sent a 4 KiB WRITE at offset 0 with 1000 bytes of its payload, then shut down our side: %s",
+                io_str(r));
         } else {
             struct rv_repl_hdr h = { .type = RV_REPL_T_WRITE, .seq = 1, .offset = 0, .length = 64u << 20,
                                      .payload_len = 64u << 20 };
