@@ -124,6 +124,8 @@ static void file_complete(struct rv_op *op, int res)
             bio_finish(bio, -EIO);
             return;
         }
+        if (bio->type == RV_IO_READ)
+            RV_MARK_DEFINED((uint8_t *)bio->buf + bio->done, (size_t)res);
         bio->done += (uint32_t)res;
         if (bio->done < bio->len) {                 /* short I/O: do the rest */
             file_issue(fb, bio);

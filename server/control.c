@@ -132,6 +132,7 @@ static void client_recv(struct rv_op *op, int res)
         client_free(cl);
         return;
     }
+    RV_MARK_DEFINED(cl->req + cl->req_len, (size_t)res);
     cl->req_len += (size_t)res;
     cl->req[cl->req_len] = '\0';
     if (memchr(cl->req, '\n', cl->req_len) || cl->req_len == RV_CONTROL_MAX_REQUEST) {

@@ -182,6 +182,7 @@ static void on_signal(struct rv_op *op, int res)
         arm_signal(d);
         return;
     }
+    RV_MARK_DEFINED(&d->siginfo, sizeof d->siginfo);
     int sig = (int)d->siginfo.ssi_signo;
     if (d->shutting_down) {
         rv_warn("signal %d again: still waiting for %u request(s) to finish",
@@ -435,15 +436,17 @@ int main(int argc, char **argv)
         goto out_volume;
     d.nbd->owner = &d;
     d.nbd->drained = frontend_drained;
-    r = d.nbd->ops->start(d.nbd);
-    if (r < 0)
-        goto out_frontend;
+    /* The control socket first: a second daemon for a volume of the same
+     * name stops here, before it has taken any NBD address. */
     char control_path[108];
     if (control)
         snprintf(control_path, sizeof control_path, "%s", control);
     else
         rv_control_default_path(d.vol.meta.name, control_path, sizeof control_path);
     r = rv_control_start(&d.control, &d.loop, control_path, control_cmds, &d);
+    if (r < 0)
+        goto out_frontend;
+    r = d.nbd->ops->start(d.nbd);
     if (r < 0)
         goto out_frontend;
     if (pidfile && write_pidfile(pidfile) < 0) {

@@ -659,10 +659,12 @@ static void on_recv(struct rv_op *op, int res)
     }
     if (c->payload_direct) {
         c->payload_direct = false;
+        RV_MARK_DEFINED((uint8_t *)c->payload->buf + c->payload_have, (size_t)res);
         c->payload_have += (uint32_t)res;
         /* conn_process copies nothing (rbuf empty) and either submits the
          * write or asks for the rest. */
     } else {
+        RV_MARK_DEFINED(c->rbuf + c->rlen, (size_t)res);
         c->rlen += (uint32_t)res;
     }
     conn_process(c);

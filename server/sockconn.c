@@ -89,6 +89,7 @@ static void sc_on_recv(struct rv_op *op, int res)
     }
     sc->bytes_in += (uint64_t)res;
     if (sc->direct) {
+        RV_MARK_DEFINED((uint8_t *)sc->direct + sc->direct_have, (size_t)res);
         sc->direct_have += (uint32_t)res;
         if (sc->direct_have < sc->direct_len) {
             sc_issue_recv(sc);
@@ -96,6 +97,7 @@ static void sc_on_recv(struct rv_op *op, int res)
         }
         sc->direct = NULL;
     } else {
+        RV_MARK_DEFINED(sc->rbuf + sc->rlen, (size_t)res);
         sc->rlen += (uint32_t)res;
     }
     sc->ops->on_input(sc);

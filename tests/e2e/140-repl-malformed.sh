@@ -2,7 +2,7 @@
 # A misbehaving replication peer (tests/helpers/repl-bad-peer) against the
 # secondary B's replication port, every scenario: B answers as the protocol
 # says (a REFUSE with the right reason, or it closes the link), survives,
-# and writes nothing.  Then a third node barging in on a live pair is
+# and writes nothing (also not past the data: bitmap, superblock).  Then a third node barging in on a live pair is
 # refused BUSY without disturbing the pair, a lone primary refuses a second
 # primary (BOTH_PRIMARY), and at the end the real primary A still connects
 # and replicates a write: both data regions are exactly what A's client
@@ -56,12 +56,13 @@ declare -A REASON=(
     [hello-wrong-version]=VERSION [hello-proto-2]=VERSION [hello-wrong-uuid]=UUID
     [hello-wrong-size]=SIZE [hello-secondary]=NO_PRIMARY [hello-short-body]=PROTOCOL
     [truncated-header]='' [length-past-bound]='' [unknown-type]=PROTOCOL
-    [unknown-type-after-hello]='' [truncated-write]='' [garbage]=PROTOCOL
+    [unknown-type-after-hello]='' [write-past-end]='' [trim-past-end]='' [truncated-write]=''
+    [garbage]=PROTOCOL
     [write-before-hello]=PROTOCOL
 )
 SCENARIOS="hello-wrong-version hello-proto-2 hello-wrong-uuid hello-wrong-size hello-secondary
 hello-short-body truncated-header length-past-bound unknown-type unknown-type-after-hello
-truncated-write garbage write-before-hello"
+write-past-end trim-past-end truncated-write garbage write-before-hello"
 
 node_start B "$TEST_DIR/b.img" secondary
 for sc in $SCENARIOS; do
@@ -142,6 +143,8 @@ truncate -s "$SIZE" "$TEST_DIR/expected"
 assert_bytes_equal "$TEST_DIR/a.img" "$TEST_DIR/b.img" "$SIZE" "primary and secondary images differ"
 assert_eq "$(data_sha "$TEST_DIR/b.img" "$SIZE")" "$(file_sha "$TEST_DIR/expected")" "B's data region"
 assert_eq "$(data_sha "$TEST_DIR/pristine.img" "$SIZE")" "$ZERO_SHA" "the lone primary's data region"
+"$REPVOL" info --json "$TEST_DIR/b.img" >"$TEST_DIR/info-b.json" || fail "B's superblock no longer reads"
+grep -q "\"uuid\": \"$UUID\"" "$TEST_DIR/info-b.json" || fail "B's superblock lost its uuid"
 
 if [ ${#FAILURES[@]} -gt 0 ]; then
     printf '    %s\n' "${FAILURES[@]}" >&2

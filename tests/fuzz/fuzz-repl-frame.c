@@ -325,9 +325,14 @@ static void do_hello(struct ctx *c, const uint8_t *p, size_t len)
         FUZZ_CHECK(memcmp(enc, p, RV_REPL_HELLO_SIZE) == 0);
     }
     if (e == RV_REPL_HELLO_SIZE) {
-        struct rv_repl_hello back;
+        /* decode(encode(h)) == h, up to the bytes after the name's NUL
+         * (not sent: a body with junk there was refused, but the struct
+         * decoded from it still encodes). */
+        struct rv_repl_hello back, norm = h;
+        size_t nl = strlen(norm.name);
+        memset(norm.name + nl, 0, sizeof norm.name - nl);
         FUZZ_CHECK(rv_repl_decode_hello(enc, RV_REPL_HELLO_SIZE, &back) == 0);
-        check_hello_equal(&h, &back);
+        check_hello_equal(&norm, &back);
     } else {
         FUZZ_CHECK(e == -EINVAL);
     }

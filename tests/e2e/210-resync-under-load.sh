@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# A bitmap resync with the volume in use: the secondary is killed, 96 MiB of
+# distinct 64 KiB blocks scattered over a 1 GiB volume are written through
+# the degraded primary, the secondary is restarted and the primary resyncs
+# at --resync-rate 20M (~5 s), while fio writes through the primary at the
+# same time (randwrite, 4K and 64K blocks all over the volume, so into
+# ranges still dirty, being resynced and already resynced, then reads
+# everything back with verify=crc32c).  The test asserts that fio's write
+# phase really overlapped the resync, that fio's verify passes, that the
+# resync completes and that both images' data regions are then
+# byte-identical.
+. "$(dirname "$0")/functions.sh"
+. "$_e2e_here/repl-functions.sh"
+require_binaries
+require_cmd fio fio
+require_cmd python3 python3
+
+SIZE=$((1024 << 20))
+DIRTY=$((96 << 20))
+RATE=20M
+PEER_ARGS=(--peer-timeout 2000)
+
+# sync_fields N: "PEER_STATE SYNC_STATE PERCENT BYTES_DONE BYTES_LEFT RUNS DISK_STATE"
+sync_fields() {
+    node_status_json "$1" 2>/dev/null | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+p = d.get("peer") or {}
+s = p.get("sync") or {}
+print(p.get("state", "none"), s.get("state", "none"), s.get("percent", 0), s.get("bytes_done", 0),
+      s.get("bytes_left", 0), s.get("runs", 0), d.get("disk_state", "?"))' 2>/dev/null ||
+        echo "unknown unknown 0 0 0 0 unknown"
+}
+
+# wait_resync_done RUNS0 SECS: until primary A has run a resync after RUNS0
+# runs and finished it (sync none, nothing left, peer connected on both
+# sides).  Sets MAX_DONE (largest bytes_done seen), FINAL (A's fields).
+wait_resync_done() {
+    local runs0=$1 secs=$2 i f
+    local ps ss pct done left runs ds
+    MAX_DONE=0
+    for ((i = 0; i < $(tscale "$secs") * 5; i++)); do
+        f=$(sync_fields A)
+        read -r ps ss pct done left runs ds <<<"$f"
+        [ "$done" -gt "$MAX_DONE" ] && MAX_DONE=$done
+        if [ "$ps" = connected ] && [ "$ss" = none ] && [ "$left" -eq 0 ] && [ "$runs" -gt "$runs0" ]; then
+            read -r ps ss _ _ _ _ ds <<<"$(sync_fields B)"
+            if [ "$ps" = connected ] && [ "$ss" = none ] && [ "$ds" = UpToDate ]; then
+                FINAL=$f
+                return 0
+            fi
+        fi
+        sleep 0.2
+    done
+    tail -20 "${NODE_LOG[A]}" >&2
+    fail "resync not finished within $(tscale "$secs") s: A: $f; B: $(sync_fields B)"
+}
+
+# wait_not_connected N SECS: node N has given up on its peer (disconnected,
+# or redialling: "connecting" lasts while SYNs go unanswered).
+wait_not_connected() {
+    local i s=
+    for ((i = 0; i < $(tscale "$2") * 10; i++)); do
+        s=$(node_peer_state "$1")
+        case $s in connected | handshake | unknown) ;; *) return 0 ;; esac
+        sleep 0.1
+    done
+    fail "node $1: peer state still '$s' after $(tscale "$2") s"
+}
+
+create_volume "$TEST_DIR/a.img" "$SIZE" >/dev/null
+cp --sparse=always "$TEST_DIR/a.img" "$TEST_DIR/b.img"
+repl_setup
+node_start B "$TEST_DIR/b.img" secondary "${PEER_ARGS[@]}"
+node_start A "$TEST_DIR/a.img" primary "${PEER_ARGS[@]}" --resync-rate "$RATE"
+node_wait_peer_state A connected
+node_wait_peer_state B connected
+read -r _ _ _ _ _ RUNS0 _ <<<"$(sync_fields A)"
+
+step "SIGKILL the secondary; write 96 MiB scattered through the degraded primary"
+node_kill B
+tmo 60 fio --name=scatter --ioengine=nbd --uri="${NODE_URI[A]}" --rw=randwrite --bs=64k --iodepth=16 \
+    --size="$SIZE" --io_size="$DIRTY" --randrepeat=0 --norandommap=0 --output="$TEST_DIR/fio-degraded.out" ||
+    { cat "$TEST_DIR/fio-degraded.out" >&2; fail "fio randwrite through the degraded primary failed"; }
+wait_not_connected A 15
+read -r _ _ _ _ left _ _ <<<"$(sync_fields A)"
+info "primary degraded: $left bytes dirty"
+[ "$left" -ge "$DIRTY" ] || fail "primary records only $left dirty bytes after writing $DIRTY while degraded"
+
+step "restart the secondary: resync at $RATE/s"
+node_start B "$TEST_DIR/b.img" secondary "${PEER_ARGS[@]}"
+for ((i = 0; ; i++)); do
+    read -r ps ss pct _ _ _ _ <<<"$(sync_fields A)"
+    [ "$ss" = source ] && break
+    [ "$i" -lt $(($(tscale 30) * 20)) ] || fail "primary not resyncing 30 s after the secondary's restart (peer $ps, sync $ss)"
+    sleep 0.05
+done
+[ "${pct%.*}" -lt 50 ] || fail "resync already ${pct}% done when first seen: the rate limit did not hold"
+
+step "fio randwrite + verify through the primary during the resync (started at ${pct}%)"
+fio --name=load --ioengine=nbd --uri="${NODE_URI[A]}" --rw=randwrite --bssplit=4k/50:64k/50 --iodepth=16 \
+    --size="$SIZE" --io_size=48m --randrepeat=0 --norandommap=0 \
+    --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_dump=1 \
+    --output="$TEST_DIR/fio-load.out" </dev/null &
+FIO=$!
+track_pid "$FIO"
+overlap=0 samples=0
+while pid_alive "$FIO"; do
+    read -r ps ss pct _ _ _ _ <<<"$(sync_fields A)"
+    samples=$((samples + 1))
+    [ "$ss" = source ] && overlap=$((overlap + 1))
+    [ "$samples" -lt $(($(tscale 60) * 10)) ] || break
+    sleep 0.1
+done
+rc=0
+wait_bounded "$FIO" 10 || rc=$?
+[ "$rc" -eq 0 ] || { cat "$TEST_DIR/fio-load.out" >&2; fail "fio with verify failed during the resync (status $rc)"; }
+grep -q 'err= 0' "$TEST_DIR/fio-load.out" || { cat "$TEST_DIR/fio-load.out" >&2; fail "fio reported errors"; }
+info "fio done; the resync was running in $overlap of $samples polls during fio (now sync $ss at ${pct}%)"
+[ "$overlap" -ge 3 ] || fail "fio and the resync hardly overlapped ($overlap of $samples polls): the test proved nothing"
+
+wait_resync_done "$RUNS0" 60
+read -r _ _ _ done _ runs _ <<<"$FINAL"
+info "resync done: bytes_done $done (max seen $MAX_DONE), run $runs"
+[ "$MAX_DONE" -gt "$done" ] && done=$MAX_DONE
+[ "$done" -ge $((DIRTY * 9 / 10)) ] || fail "resync moved $done bytes: less than the $DIRTY changed"
+[ "$done" -lt $((2 * DIRTY)) ] || fail "resync moved $done bytes for $DIRTY changed"
+
+node_stop A
+node_stop B
+step "compare the two images"
+assert_bytes_equal "$TEST_DIR/a.img" "$TEST_DIR/b.img" "$SIZE" "primary and secondary images differ after a resync under load"
