@@ -98,6 +98,9 @@ static void usage(FILE *f)
 "                              queued)\n"
 "      --peer-timeout MS    declare a silent peer dead after this long (6000)\n"
 "      --resync-rate RATE   cap resync traffic, bytes/s (e.g. 50M); default no cap\n"
+"      --resync-checksum    a full sync compares SHA-256 digests per 4K block and\n"
+"                           sends only blocks that differ (after an unclean split,\n"
+"                           when the peer already holds most of the data)\n"
 "                           (at most 8 x 256K in flight)\n"
 "      --log-level LEVEL    error, warn, info (default) or debug\n"
 "  -h, --help               this text\n"
@@ -232,7 +235,7 @@ int main(int argc, char **argv)
     enum { OPT_EXPORT = 256, OPT_CACHE, OPT_RO, OPT_MAXREQ, OPT_BUFMEM, OPT_MAXCONN,
            OPT_MAXINFL, OPT_NOMLOCK, OPT_PIDFILE, OPT_LOGLEVEL, OPT_CONTROL,
            OPT_PEER, OPT_REPL_LISTEN, OPT_NODE_ID, OPT_ROLE, OPT_PROTOCOL, OPT_PEER_TIMEOUT,
-           OPT_RESYNC_RATE };
+           OPT_RESYNC_RATE, OPT_RESYNC_CHECKSUM };
     static const struct option longopts[] = {
         { "volume", required_argument, NULL, 'v' },
         { "listen", required_argument, NULL, 'l' },
@@ -253,6 +256,7 @@ int main(int argc, char **argv)
         { "protocol", required_argument, NULL, OPT_PROTOCOL },
         { "peer-timeout", required_argument, NULL, OPT_PEER_TIMEOUT },
         { "resync-rate", required_argument, NULL, OPT_RESYNC_RATE },
+        { "resync-checksum", no_argument, NULL, OPT_RESYNC_CHECKSUM },
         { "log-level", required_argument, NULL, OPT_LOGLEVEL },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
@@ -349,6 +353,7 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case OPT_RESYNC_CHECKSUM: popts.checksum_resync = true; break;
         case OPT_RESYNC_RATE:
             if (rv_parse_size(optarg, &popts.resync_rate) < 0) {
                 fprintf(stderr, "repvold: --resync-rate: '%s' is not a size per second (e.g. 50M)\n", optarg);

@@ -385,6 +385,14 @@ static void target_committed(struct rv_volume *v, int err)
     pc_process(pc);
 }
 
+static void checksum_then(void *ctx, bool marked)
+{
+    struct rv_peer *p = ctx;
+    /* Even with nothing to send, the resync ends with SYNC_DONE. */
+    if (p->state == RV_PEER_CONNECTED)
+        rv_resync_start(p->rs, false);
+}
+
 static void pc_connected(struct peer_conn *pc, const char *msg)
 {
     struct rv_peer *p = pc->p;
@@ -398,6 +406,11 @@ static void pc_connected(struct peer_conn *pc, const char *msg)
             rv_repl_mode_name(p->o.mode), msg);
     if (pc->sync == SYNC_NONE) {
         rv_volume_peer_in_sync(p->v);
+    } else if (pc->sync == SYNC_SOURCE && pc->sync_full && p->o.checksum_resync) {
+        /* Both copies may hold most of the data already (an unclean split):
+         * compare digests over everything and send only what differs. */
+        rv_info("volume %s: checksum-based full sync: comparing digests first", p->v->meta.name);
+        rv_verify_start(p->vf, true, checksum_then, p);
     } else if (pc->sync == SYNC_SOURCE) {
         rv_resync_start(p->rs, pc->sync_full);
     } else {

@@ -61,6 +61,7 @@ struct rv_peer_opts {
     unsigned ping_ms;           /* keepalive interval when idle */
     unsigned max_inflight;      /* peer requests applied at once (secondary) */
     uint64_t resync_rate;       /* bytes/s for resync, 0 = no limit */
+    bool checksum_resync;       /* full syncs compare digests, send only what differs */
 };
 
 int rv_peer_create(struct rv_peer **out, struct rv_volume *v, struct rv_loop *loop,

@@ -3,7 +3,7 @@
 # distinct 64 KiB blocks scattered over a 1 GiB volume are written through
 # the degraded primary, the secondary is restarted and the primary resyncs
 # at --resync-rate 20M (~5 s), while fio writes through the primary at the
-# same time (randwrite, 4K and 64K blocks all over the volume, so into
+# same time (32 MiB at 8 MB/s: ~4 s of randwrite, 4K and 64K blocks all over the volume, so into
 # ranges still dirty, being resynced and already resynced, then reads
 # everything back with verify=crc32c).  The test asserts that fio's write
 # phase really overlapped the resync, that fio's verify passes, that the
@@ -99,7 +99,7 @@ done
 
 step "fio randwrite + verify through the primary during the resync (started at ${pct}%)"
 fio --name=load --ioengine=nbd --uri="${NODE_URI[A]}" --rw=randwrite --bssplit=4k/50:64k/50 --iodepth=16 \
-    --size="$SIZE" --io_size=48m --randrepeat=0 --norandommap=0 \
+    --size="$SIZE" --io_size=32m --rate=8m --randrepeat=0 --norandommap=0 \
     --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_dump=1 \
     --output="$TEST_DIR/fio-load.out" </dev/null &
 FIO=$!
