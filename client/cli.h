@@ -39,6 +39,11 @@ const char *cli_version(void);
 int cmd_create(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 
+/* client/cmd_role.c */
+int cmd_primary(int argc, char **argv);
+int cmd_secondary(int argc, char **argv);
+int cmd_connect(int argc, char **argv);
+
 /* client/cmd_verify.c */
 int cmd_verify(int argc, char **argv);
 /* Redraw status every interval_ms (until no sync/verify runs, if asked). */

@@ -21,6 +21,9 @@ static const struct cli_cmd commands[] = {
     { "info",   cmd_info,   "show the metadata of a volume image" },
     { "status", cmd_status, "show the state of a running daemon's volume" },
     { "verify", cmd_verify, "compare the two copies of a volume online" },
+    { "primary", cmd_primary, "promote this node (serve the volume, replicate to the peer)" },
+    { "secondary", cmd_secondary, "demote this node (mirror the primary, serve nobody)" },
+    { "connect", cmd_connect, "reconnect to the peer; --discard-my-data after a split brain" },
 };
 
 void cli_error(const char *prog, const char *fmt, ...)

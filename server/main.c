@@ -23,6 +23,7 @@
 #include "repvol/loop.h"
 #include "repvol/peer_link.h"
 #include "repvol/repl_proto.h"
+#include "repvol/roles.h"
 #include "repvol/status.h"
 #include "repvol/util.h"
 #include "repvol/volume.h"
@@ -98,6 +99,12 @@ static void usage(FILE *f)
 "                              queued)\n"
 "      --peer-timeout MS    declare a silent peer dead after this long (6000)\n"
 "      --resync-rate RATE   cap resync traffic, bytes/s (e.g. 50M); default no cap\n"
+"      --split-brain-policy P  when both nodes changed the data while apart:\n"
+"                           disconnect (default: refuse, an operator decides),\n"
+"                           discard-zero-changes (a side that changed nothing\n"
+"                           takes the other's data), discard-least-changes (the\n"
+"                           side with fewer changed bytes takes the other's);\n"
+"                           a primary's data is never discarded automatically\n"
 "      --resync-checksum    a full sync compares SHA-256 digests per 4K block and\n"
 "                           sends only blocks that differ (after an unclean split,\n"
 "                           when the peer already holds most of the data)\n"
@@ -158,7 +165,43 @@ static int cmd_progress(void *ctx, int argc, char **argv, struct rv_strbuf *out)
     return 0;
 }
 
+static bool has_arg(int argc, char **argv, const char *word)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], word))
+            return true;
+    return false;
+}
+
+static int cmd_primary(void *ctx, int argc, char **argv, struct rv_strbuf *out)
+{
+    struct daemon *d = ctx;
+    return rv_role_promote(&d->vol, d->peer, has_arg(argc, argv, "force"), out);
+}
+
+static int cmd_secondary(void *ctx, int argc, char **argv, struct rv_strbuf *out)
+{
+    struct daemon *d = ctx;
+    return rv_role_demote(&d->vol, d->peer, d->nbd, has_arg(argc, argv, "force"), out);
+}
+
+static int cmd_connect(void *ctx, int argc, char **argv, struct rv_strbuf *out)
+{
+    struct daemon *d = ctx;
+    if (!d->peer) {
+        rv_sb_printf(out, "this volume has no peer configured (--peer/--repl-listen)");
+        return -ENOTCONN;
+    }
+    char msg[160];
+    int r = rv_peer_connect(d->peer, has_arg(argc, argv, "discard-my-data"), msg, sizeof msg);
+    rv_sb_printf(out, "%s\n", msg);
+    return r;
+}
+
 static const struct rv_control_cmd control_cmds[] = {
+    { "primary", cmd_primary },
+    { "secondary", cmd_secondary },
+    { "connect", cmd_connect },
     { "status", cmd_status },
     { "verify", cmd_verify },
     { "progress", cmd_progress },
@@ -235,7 +278,7 @@ int main(int argc, char **argv)
     enum { OPT_EXPORT = 256, OPT_CACHE, OPT_RO, OPT_MAXREQ, OPT_BUFMEM, OPT_MAXCONN,
            OPT_MAXINFL, OPT_NOMLOCK, OPT_PIDFILE, OPT_LOGLEVEL, OPT_CONTROL,
            OPT_PEER, OPT_REPL_LISTEN, OPT_NODE_ID, OPT_ROLE, OPT_PROTOCOL, OPT_PEER_TIMEOUT,
-           OPT_RESYNC_RATE, OPT_RESYNC_CHECKSUM };
+           OPT_RESYNC_RATE, OPT_RESYNC_CHECKSUM, OPT_SB_POLICY };
     static const struct option longopts[] = {
         { "volume", required_argument, NULL, 'v' },
         { "listen", required_argument, NULL, 'l' },
@@ -257,6 +300,7 @@ int main(int argc, char **argv)
         { "peer-timeout", required_argument, NULL, OPT_PEER_TIMEOUT },
         { "resync-rate", required_argument, NULL, OPT_RESYNC_RATE },
         { "resync-checksum", no_argument, NULL, OPT_RESYNC_CHECKSUM },
+        { "split-brain-policy", required_argument, NULL, OPT_SB_POLICY },
         { "log-level", required_argument, NULL, OPT_LOGLEVEL },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
@@ -354,6 +398,13 @@ int main(int argc, char **argv)
             }
             break;
         case OPT_RESYNC_CHECKSUM: popts.checksum_resync = true; break;
+        case OPT_SB_POLICY:
+            if (rv_sb_policy_parse(optarg, &popts.sb_policy) < 0) {
+                fprintf(stderr, "repvold: --split-brain-policy: '%s' is not disconnect, discard-zero-changes "
+                        "or discard-least-changes\n", optarg);
+                return 2;
+            }
+            break;
         case OPT_RESYNC_RATE:
             if (rv_parse_size(optarg, &popts.resync_rate) < 0) {
                 fprintf(stderr, "repvold: --resync-rate: '%s' is not a size per second (e.g. 50M)\n", optarg);

@@ -980,6 +980,27 @@ static void frontend_maybe_drained(struct nbd_frontend *nf)
         nf->fe.drained(&nf->fe);
 }
 
+/* Read no more requests on any connection; what was received is done and
+ * answered, then each connection closes.  A recv in the kernel is
+ * cancelled (its completion sees rx_done). */
+static void stop_all_connections(struct nbd_frontend *nf, const char *why)
+{
+    for (struct nbd_conn *c = nf->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->state == CONN_HANDSHAKE) {
+            conn_close(c, why);
+            continue;
+        }
+        c->rx_done = true;
+        if (c->recv_pending) {
+            struct io_uring_sqe *sqe = rv_loop_sqe(nf->fe.loop, NULL);
+            io_uring_prep_cancel(sqe, &c->recv_op, 0);
+        } else if (c->busy == 0 && !c->send_pending) {
+            conn_close(c, why);
+        }
+    }
+}
+
 static void nbd_shutdown(struct rv_frontend *fe)
 {
     struct nbd_frontend *nf = (struct nbd_frontend *)fe;
@@ -988,22 +1009,7 @@ static void nbd_shutdown(struct rv_frontend *fe)
     nf->shutting_down = true;
     for (unsigned i = 0; i < nf->nlisteners; i++)
         listener_close(&nf->listeners[i]);
-    for (struct nbd_conn *c = nf->conns, *next; c; c = next) {
-        next = c->next;
-        if (c->state == CONN_HANDSHAKE) {
-            conn_close(c, NULL);
-            continue;
-        }
-        /* Read no more requests; what was received gets done and answered.
-         * A recv in the kernel is cancelled (its completion sees rx_done). */
-        c->rx_done = true;
-        if (c->recv_pending) {
-            struct io_uring_sqe *sqe = rv_loop_sqe(fe->loop, NULL);
-            io_uring_prep_cancel(sqe, &c->recv_op, 0);
-        } else if (c->busy == 0 && !c->send_pending) {
-            conn_close(c, NULL);
-        }
-    }
+    stop_all_connections(nf, NULL);
     frontend_maybe_drained(nf);
 }
 
@@ -1014,6 +1020,16 @@ static unsigned nbd_inflight(struct rv_frontend *fe)
     for (struct nbd_conn *c = nf->conns; c; c = c->next)
         n += c->busy;
     return n;
+}
+
+static unsigned nbd_clients(struct rv_frontend *fe)
+{
+    return ((struct nbd_frontend *)fe)->nconns;
+}
+
+static void nbd_disconnect_clients(struct rv_frontend *fe)
+{
+    stop_all_connections((struct nbd_frontend *)fe, "disconnected by the operator");
 }
 
 static void nbd_destroy(struct rv_frontend *fe)
@@ -1043,6 +1059,8 @@ static const struct rv_frontend_ops nbd_ops = {
     .start = nbd_start,
     .shutdown = nbd_shutdown,
     .inflight = nbd_inflight,
+    .clients = nbd_clients,
+    .disconnect_clients = nbd_disconnect_clients,
     .destroy = nbd_destroy,
 };
 

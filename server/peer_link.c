@@ -99,6 +99,11 @@ struct peer_conn {
     bool sc_closed;
     enum { SYNC_NONE, SYNC_SOURCE, SYNC_TARGET } sync;
     bool sync_full;
+    bool split_brain;
+    bool await_bitmap;                  /* source: the target's bitmap is on its way */
+    uint64_t bitmap_cursor;             /* target: next byte of our bitmap to send */
+    struct rv_sendq_item bitmap_item;
+    bool bitmap_busy;
     struct remote_req *sync_done_rr;    /* target: answered once the new generation is durable */
 };
 
@@ -126,6 +131,9 @@ struct rv_peer {
     char last_refusal[RV_REPL_REFUSE_MSG_MAX + RV_REPL_MSG_LEN + 128];
     struct rv_resync *rs;
     struct rv_verify *vf;
+    bool planned_close;                 /* role change: not a loss */
+    bool discard_my_data;               /* one-shot, from `repvol connect --discard-my-data` */
+    uint32_t remote_role;
     /* mode A */
     struct rv_bufpool async_pool;
     struct async_frame *async_frames, *async_free;
@@ -138,6 +146,26 @@ static void pc_close(struct peer_conn *pc, const char *why);
 static void peer_maybe_shutdown_done(struct rv_peer *p);
 static void pc_process(struct peer_conn *pc);
 
+const char *rv_sb_policy_name(enum rv_sb_policy p)
+{
+    switch (p) {
+    case RV_SB_DISCONNECT: return "disconnect";
+    case RV_SB_DISCARD_ZERO_CHANGES: return "discard-zero-changes";
+    case RV_SB_DISCARD_LEAST_CHANGES: return "discard-least-changes";
+    }
+    return "unknown";
+}
+
+int rv_sb_policy_parse(const char *s, enum rv_sb_policy *out)
+{
+    for (int i = RV_SB_DISCONNECT; i <= RV_SB_DISCARD_LEAST_CHANGES; i++)
+        if (!strcmp(s, rv_sb_policy_name((enum rv_sb_policy)i))) {
+            *out = (enum rv_sb_policy)i;
+            return 0;
+        }
+    return -EINVAL;
+}
+
 const char *rv_peer_state_name(enum rv_peer_state s)
 {
     switch (s) {
@@ -147,6 +175,7 @@ const char *rv_peer_state_name(enum rv_peer_state s)
     case RV_PEER_HANDSHAKE: return "handshake";
     case RV_PEER_CONNECTED: return "connected";
     case RV_PEER_REFUSED: return "refused";
+    case RV_PEER_SPLIT_BRAIN: return "split-brain";
     }
     return "unknown";
 }
@@ -217,6 +246,7 @@ static void fill_hello(const struct rv_peer *p, struct rv_repl_hello *h)
     h->bitmap_gen = m->bitmap_gen;
     memcpy(h->history_gen, m->history_gen, sizeof h->history_gen);
     h->mode = p->o.mode;
+    h->flags = p->discard_my_data ? RV_REPL_HELLO_F_DISCARD_MY_DATA : 0;
     h->dirty_bytes = p->v->bm.set_bits << p->v->bm.gran_shift;
     snprintf(h->name, sizeof h->name, "%s", m->name);
 }
@@ -344,8 +374,38 @@ static uint32_t decide(struct peer_conn *pc, const struct rv_repl_hello *r, char
         return 0;
     }
     if (m->bitmap_gen && m->bitmap_gen == r->bitmap_gen) {
-        snprintf(msg, len, "split brain: both nodes changed the data since generation %016" PRIx64
-                 " (local %016" PRIx64 ", peer %016" PRIx64 ")", m->bitmap_gen, lg, rg);
+        /* Both changed the data since they last agreed.  Never merge
+         * silently: an operator (--discard-my-data) or a configured policy
+         * picks the side whose changes are thrown away. */
+        uint64_t ld = p->v->bm.set_bits << p->v->bm.gran_shift, rd = r->dirty_bytes;
+        bool l_discard = p->discard_my_data, r_discard = (r->flags & RV_REPL_HELLO_F_DISCARD_MY_DATA) != 0;
+        int victim = 0;         /* 1: this node, 2: the peer */
+        const char *why = NULL;
+        if (l_discard != r_discard) {
+            victim = l_discard ? 1 : 2;
+            why = "discard-my-data";
+        } else if (!l_discard && p->o.sb_policy == RV_SB_DISCARD_ZERO_CHANGES && (ld == 0) != (rd == 0)) {
+            victim = ld == 0 ? 1 : 2;
+            why = "policy discard-zero-changes";
+        } else if (!l_discard && p->o.sb_policy == RV_SB_DISCARD_LEAST_CHANGES && ld != rd) {
+            victim = ld < rd ? 1 : 2;
+            why = "policy discard-least-changes";
+        }
+        if (victim && ((victim == 1 && primary) || (victim == 2 && r->role == RV_ROLE_PRIMARY)))
+            victim = 0;         /* never throw away a serving primary's data */
+        if (victim) {
+            pc->sync = victim == 1 ? SYNC_TARGET : SYNC_SOURCE;
+            snprintf(msg, len, "split brain since generation %016" PRIx64 " resolved by %s: %s node's changes "
+                     "(%" PRIu64 " bytes) are discarded; resync from the %s using both bitmaps",
+                     m->bitmap_gen, why, victim == 1 ? "this" : "the peer", victim == 1 ? ld : rd,
+                     victim == 1 ? "peer" : "this node");
+            return 0;
+        }
+        pc->split_brain = true;
+        snprintf(msg, len, "SPLIT BRAIN: both nodes changed the data since generation %016" PRIx64
+                 " (this node %" PRIu64 " bytes as %016" PRIx64 ", peer %" PRIu64 " bytes as %016" PRIx64
+                 "); not connecting. Keep one side: run 'repvol connect --discard-my-data' on the other "
+                 "(as secondary)", m->bitmap_gen, ld, lg, rd, rg);
         return RV_REPL_REFUSE_GENERATION;
     }
     for (unsigned i = 0; i < RV_REPL_HISTORY; i++) {
@@ -393,6 +453,78 @@ static void checksum_then(void *ctx, bool marked)
         rv_resync_start(p->rs, false);
 }
 
+/* Target: send our dirty bitmap, 64 KiB at a time, skipping zero chunks;
+ * an empty BITMAP frame ends it.  The bitmap doesn't change meanwhile (a
+ * secondary marks nothing). */
+#define BITMAP_CHUNK (64u * 1024)
+
+static void send_bitmap_chunk(struct peer_conn *pc);
+
+static void bitmap_sent(struct rv_sendq_item *it, int err)
+{
+    struct peer_conn *pc = RV_CONTAINER_OF(it, struct peer_conn, bitmap_item);
+    pc->bitmap_busy = false;
+    if (!err && pc->state == PC_CONNECTED)
+        send_bitmap_chunk(pc);
+}
+
+static void send_bitmap_chunk(struct peer_conn *pc)
+{
+    const struct rv_bitmap *bm = &pc->p->v->bm;
+    uint64_t used = (bm->nbits + 7) / 8;
+    if (pc->bitmap_cursor > used)
+        return;                 /* end marker already sent */
+    while (pc->bitmap_cursor < used) {
+        uint64_t n = RV_MIN((uint64_t)BITMAP_CHUNK, used - pc->bitmap_cursor);
+        bool zero = true;
+        for (uint64_t i = 0; i < n && zero; i++)
+            zero = bm->mem[pc->bitmap_cursor + i] == 0;
+        if (!zero)
+            break;
+        pc->bitmap_cursor += n;
+    }
+    uint32_t n = (uint32_t)RV_MIN((uint64_t)BITMAP_CHUNK, used - RV_MIN(pc->bitmap_cursor, used));
+    struct rv_repl_hdr h = { .type = RV_REPL_T_BITMAP, .offset = pc->bitmap_cursor, .payload_len = n };
+    rv_repl_encode_hdr(pc->bitmap_item.hdr, &h);
+    pc->bitmap_item.hdr_len = RV_REPL_HDR_SIZE;
+    pc->bitmap_item.data = n ? bm->mem + pc->bitmap_cursor : NULL;
+    pc->bitmap_item.data_len = n;
+    pc->bitmap_item.done = bitmap_sent;
+    pc->bitmap_busy = true;
+    pc->bitmap_cursor += n ? n : 1;     /* past the end after the marker */
+    rv_sockconn_send(&pc->sc, &pc->bitmap_item);
+}
+
+/* Source: a piece of the target's bitmap, or its end. */
+static void handle_bitmap(struct peer_conn *pc, const struct rv_repl_hdr *h, const uint8_t *data)
+{
+    struct rv_peer *p = pc->p;
+    struct rv_bitmap *bm = &p->v->bm;
+    if (!pc->await_bitmap) {
+        pc_close(pc, "unexpected BITMAP frame");
+        return;
+    }
+    if (h->payload_len == 0) {
+        pc->await_bitmap = false;
+        rv_info("volume %s: peer's bitmap merged: %" PRIu64 " bytes to resync in all", p->v->meta.name,
+                bm->set_bits << bm->gran_shift);
+        rv_resync_start(p->rs, false);
+        return;
+    }
+    if (h->offset > bm->nbytes || h->payload_len > bm->nbytes - h->offset) {
+        pc_close(pc, "BITMAP frame past the end of the bitmap");
+        return;
+    }
+    for (uint32_t i = 0; i < h->payload_len; i++) {
+        uint8_t b = data[i];
+        for (unsigned k = 0; b && k < 8; k++, b >>= 1) {
+            uint64_t bit = (h->offset + i) * 8 + k;
+            if ((b & 1) && bit < bm->nbits)
+                rv_bitmap_mark(bm, bit << bm->gran_shift, 1);
+        }
+    }
+}
+
 static void pc_connected(struct peer_conn *pc, const char *msg)
 {
     struct rv_peer *p = pc->p;
@@ -404,7 +536,15 @@ static void pc_connected(struct peer_conn *pc, const char *msg)
     rv_info("volume %s: connected to peer node %u (%s, %s) at %s, mode %s: %s", p->v->meta.name,
             pc->remote.node_id, pc->remote.name, rv_role_name(pc->remote.role), pc->addr,
             rv_repl_mode_name(p->o.mode), msg);
-    if (pc->sync == SYNC_NONE) {
+    p->discard_my_data = false;
+    if (pc->sync == SYNC_SOURCE && !pc->sync_full && pc->remote.dirty_bytes > 0) {
+        /* The target changed blocks too (a discarded split-brain side, an
+         * activity log left by a crash): wait for its bitmap, and resync
+         * the union. */
+        pc->await_bitmap = true;
+        rv_info("volume %s: waiting for the peer's dirty bitmap (%" PRIu64 " bytes marked)", p->v->meta.name,
+                pc->remote.dirty_bytes);
+    } else if (pc->sync == SYNC_NONE) {
         rv_volume_peer_in_sync(p->v);
     } else if (pc->sync == SYNC_SOURCE && pc->sync_full && p->o.checksum_resync) {
         /* Both copies may hold most of the data already (an unclean split):
@@ -426,6 +566,10 @@ static void pc_connected(struct peer_conn *pc, const char *msg)
         pc->paused = true;
         rv_sockconn_pause(&pc->sc);
         rv_volume_meta_commit(v, target_committed);
+        if (!pc->sync_full && v->bm.set_bits > 0) {
+            pc->bitmap_cursor = 0;
+            send_bitmap_chunk(pc);
+        }
     }
 }
 
@@ -438,7 +582,7 @@ static void handle_hello(struct peer_conn *pc, const struct rv_repl_hdr *h, cons
         char why[RV_REPL_REFUSE_MSG_MAX + 1];
         rv_repl_decode_refuse_msg(body, h->payload_len, why, sizeof why);
         log_refusal(p, "refused by peer", pc->addr, h->status, why);
-        set_state(p, RV_PEER_REFUSED);
+        set_state(p, strstr(why, "SPLIT BRAIN") ? RV_PEER_SPLIT_BRAIN : RV_PEER_REFUSED);
         pc_close(pc, NULL);
         return;
     }
@@ -462,10 +606,19 @@ static void handle_hello(struct peer_conn *pc, const struct rv_repl_hdr *h, cons
         reason = RV_REPL_REFUSE_NO_PRIMARY;
         snprintf(msg, sizeof msg, "both nodes are secondary");
     }
-    if (!reason)
+    if (!reason) {
         reason = decide(pc, &pc->remote, msg, sizeof msg);
+    } else if (reason == RV_REPL_REFUSE_BOTH_PRIMARY) {
+        /* Two primaries that both wrote: say split brain, it's the news. */
+        char sb[sizeof msg];
+        if (decide(pc, &pc->remote, sb, sizeof sb) && pc->split_brain) {
+            memcpy(msg, sb, sizeof msg);
+            reason = RV_REPL_REFUSE_GENERATION;
+        }
+    }
+    p->remote_role = pc->remote.role;
     if (reason) {
-        set_state(p, RV_PEER_REFUSED);
+        set_state(p, pc->split_brain ? RV_PEER_SPLIT_BRAIN : RV_PEER_REFUSED);
         send_refuse(pc, reason, msg);
         return;
     }
@@ -946,7 +1099,7 @@ static void pc_process(struct peer_conn *pc)
             return;
         }
         bool carries_body = h.type == RV_REPL_T_HELLO || h.type == RV_REPL_T_REFUSE ||
-                            h.type == RV_REPL_T_DIGEST;
+                            h.type == RV_REPL_T_DIGEST || h.type == RV_REPL_T_BITMAP;
         if (carries_body && avail < RV_REPL_HDR_SIZE + h.payload_len) {
             if (RV_REPL_HDR_SIZE + h.payload_len > sc->rcap) {
                 pc_close(pc, "handshake frame larger than the receive buffer");
@@ -992,6 +1145,12 @@ static void pc_process(struct peer_conn *pc)
         case RV_REPL_T_PING:
             sc->rpos += RV_REPL_HDR_SIZE;
             send_ping(pc, RV_REPL_T_PONG, h.seq);
+            continue;
+        case RV_REPL_T_BITMAP:
+            sc->rpos += RV_REPL_HDR_SIZE + h.payload_len;
+            handle_bitmap(pc, &h, sc->rbuf + sc->rpos - h.payload_len);
+            if (pc->state == PC_CLOSING)
+                return;
             continue;
         case RV_REPL_T_DIGEST:
             sc->rpos += RV_REPL_HDR_SIZE + h.payload_len;
@@ -1073,7 +1232,7 @@ static void pc_close(struct peer_conn *pc, const char *why)
     pc->state = PC_CLOSING;
     if (p->conn == pc) {
         p->conn = NULL;
-        if (p->state != RV_PEER_REFUSED)
+        if (p->state != RV_PEER_REFUSED && p->state != RV_PEER_SPLIT_BRAIN)
             set_state(p, p->o.peer || p->o.listen ? RV_PEER_DISCONNECTED : RV_PEER_NONE);
         p->next_dial_ns = rv_now_ns() + (uint64_t)p->backoff_ms * 1000000u;
         p->backoff_ms = RV_MIN(p->backoff_ms * 2, BACKOFF_MAX_MS);
@@ -1082,7 +1241,7 @@ static void pc_close(struct peer_conn *pc, const char *why)
         rv_resync_abort(p->rs);
         rv_verify_abort(p->vf);
     }
-    if (was_connected && p->shutting_down) {
+    if (was_connected && (p->shutting_down || p->planned_close)) {
         /* Our own clean stop: every client request was answered with the
          * peer's acknowledgement, so the copies are still the same. */
         p->disconnects++;
@@ -1141,7 +1300,8 @@ static void on_connect(struct rv_op *op, int res)
             rv_debug("volume %s: connecting to peer %s: %s", p->v->meta.name, pc->addr, strerror(-res));
         if (p->conn == pc) {
             p->conn = NULL;
-            set_state(p, RV_PEER_DISCONNECTED);
+            if (p->state != RV_PEER_SPLIT_BRAIN)
+                set_state(p, RV_PEER_DISCONNECTED);
         }
         p->next_dial_ns = rv_now_ns() + (uint64_t)p->backoff_ms * 1000000u;
         p->backoff_ms = RV_MIN(p->backoff_ms * 2, BACKOFF_MAX_MS);
@@ -1273,7 +1433,10 @@ static void peer_tick(struct rv_op *op, int res)
     } else if (pc && pc->state == PC_HELLO && now - pc->last_rx_ns > timeout) {
         pc_close(pc, "handshake timed out");
     }
-    if (!p->conn && p->peer_addr[0] && p->v->role == RV_ROLE_PRIMARY && now >= p->next_dial_ns)
+    /* After a split brain only `repvol connect` dials again: the status
+     * keeps saying so instead of flickering through retries. */
+    if (!p->conn && p->peer_addr[0] && p->v->role == RV_ROLE_PRIMARY && now >= p->next_dial_ns &&
+        p->state != RV_PEER_SPLIT_BRAIN)
         peer_dial(p);
     arm_tick(p);
 }
@@ -1473,6 +1636,46 @@ int rv_peer_verify(struct rv_peer *p, bool mark, char *msg, size_t len)
     return r;
 }
 
+void rv_peer_role_changed(struct rv_peer *p)
+{
+    p->backoff_ms = BACKOFF_MIN_MS;
+    p->next_dial_ns = 0;
+    if (p->state == RV_PEER_REFUSED)
+        set_state(p, RV_PEER_DISCONNECTED);
+    if (p->conn && p->conn->state != PC_CONNECTING) {
+        /* The peer knows us by our old role: shake hands again. */
+        p->planned_close = true;
+        pc_close(p->conn, "role changed; reconnecting");
+        p->planned_close = false;
+    }
+}
+
+int rv_peer_connect(struct rv_peer *p, bool discard, char *msg, size_t len)
+{
+    if (p->state == RV_PEER_CONNECTED) {
+        snprintf(msg, len, "already connected");
+        return discard ? -EISCONN : 0;
+    }
+    if (discard && p->v->role == RV_ROLE_PRIMARY) {
+        snprintf(msg, len, "this node is primary: demote it ('repvol secondary') before discarding its data");
+        return -EPERM;
+    }
+    p->discard_my_data = discard;
+    p->backoff_ms = BACKOFF_MIN_MS;
+    p->next_dial_ns = 0;
+    p->last_refusal[0] = '\0';
+    if (p->state == RV_PEER_REFUSED || p->state == RV_PEER_SPLIT_BRAIN)
+        set_state(p, RV_PEER_DISCONNECTED);
+    snprintf(msg, len, "%s", discard ? "connecting; this node's changes will be replaced by the peer's data"
+                                      : "connecting");
+    return 0;
+}
+
+uint32_t rv_peer_remote_role(const struct rv_peer *p)
+{
+    return p->remote_role;
+}
+
 void rv_peer_progress(const struct rv_peer *p, struct rv_strbuf *out)
 {
     rv_sb_printf(out, "peer %s\n", rv_peer_state_name(p->state));
@@ -1507,6 +1710,9 @@ void rv_peer_status(const struct rv_peer *p, bool json, struct rv_strbuf *out)
         return;
     }
     char rep[32];
+    if (p->state == RV_PEER_SPLIT_BRAIN)
+        rv_sb_printf(out, "SPLIT BRAIN: the two copies diverged; nothing is merged or resynced until one side's "
+                          "changes are discarded ('repvol connect --discard-my-data' on that side)\n");
     rv_sb_printf(out, "peer:        %s", rv_peer_state_name(p->state));
     if (pc && pc->state == PC_CONNECTED)
         rv_sb_printf(out, " to node %u (%s, %s) at %s", pc->remote.node_id, pc->remote.name,

@@ -118,11 +118,19 @@ build_phase() {
     [ "$rc" = 124 ] && note "make check timed out after ${PHASE_TIMEOUT}s"
     collect_trs "$phase" "$dir"
     n=$COLLECTED
-    if [ "$rc" != 0 ] && [ "$(phase_failed_tests "$phase")" = 0 ]; then
-        # make check failed without a failing test: a build error of a
-        # check program, a harness problem, or the time limit.
-        tail -n 40 "$dir/check.out"
-        add_result ERROR "$phase" "make check (exit status $rc, no failing test recorded)" "$dir/check.out"
+    if [ "$rc" != 0 ]; then
+        local missing
+        missing=$(grep -o "No rule to make target '[^']*'" "$dir/check.out" | head -n 3 | tr '\n' ' ')
+        if [ -n "$missing" ]; then
+            # A test listed in Makefile.am whose file does not exist: the
+            # harness stops there and later tests never run.
+            add_result ERROR "$phase" "make check: $missing(tests after it did not run)" "$dir/check.out"
+        elif [ "$(phase_failed_tests "$phase")" = 0 ]; then
+            # make check failed without a failing test: a build error of a
+            # check program, a harness problem, or the time limit.
+            tail -n 40 "$dir/check.out"
+            add_result ERROR "$phase" "make check (exit status $rc, no failing test recorded)" "$dir/check.out"
+        fi
     fi
     PHASE_TIMES+=("$phase $(elapsed "$t0")s ($n test results)")
     [ "$rc" = 0 ]

@@ -23,6 +23,11 @@ struct rv_frontend_ops {
     void (*shutdown)(struct rv_frontend *fe);
     /* Required.  Requests received and not yet replied to. */
     unsigned (*inflight)(struct rv_frontend *fe);
+    /* Required.  Clients connected now. */
+    unsigned (*clients)(struct rv_frontend *fe);
+    /* Required.  Disconnect every client (their requests in flight still
+     * complete); listeners stay. */
+    void (*disconnect_clients)(struct rv_frontend *fe);
     /* Required.  Free everything; only after drained. */
     void (*destroy)(struct rv_frontend *fe);
 };

@@ -38,7 +38,18 @@ enum rv_peer_state {
     RV_PEER_HANDSHAKE,          /* HELLOs being exchanged */
     RV_PEER_CONNECTED,          /* replicating */
     RV_PEER_REFUSED,            /* handshake refused: needs an operator */
+    RV_PEER_SPLIT_BRAIN,        /* both copies changed since they parted: never merged
+                                 * automatically unless a policy says how */
 };
+
+/* What to do when both nodes changed the data while apart. */
+enum rv_sb_policy {
+    RV_SB_DISCONNECT = 0,       /* refuse; an operator decides (default) */
+    RV_SB_DISCARD_ZERO_CHANGES, /* a side that changed nothing takes the other's data */
+    RV_SB_DISCARD_LEAST_CHANGES,/* the side with fewer changed bytes takes the other's */
+};
+const char *rv_sb_policy_name(enum rv_sb_policy p);
+int rv_sb_policy_parse(const char *s, enum rv_sb_policy *out);
 const char *rv_peer_state_name(enum rv_peer_state s);
 
 /* The per-request part of the link, embedded in struct rv_req. */
@@ -62,6 +73,8 @@ struct rv_peer_opts {
     unsigned max_inflight;      /* peer requests applied at once (secondary) */
     uint64_t resync_rate;       /* bytes/s for resync, 0 = no limit */
     bool checksum_resync;       /* full syncs compare digests, send only what differs */
+    enum rv_sb_policy sb_policy;
+    const char *fence_handler;  /* run when a mode-C primary loses its peer */
 };
 
 int rv_peer_create(struct rv_peer **out, struct rv_volume *v, struct rv_loop *loop,
@@ -78,6 +91,18 @@ bool rv_peer_connected(const struct rv_peer *p);
 /* Primary: replicate req.  Returns false (and does nothing) when the peer
  * is not connected. */
 bool rv_peer_submit(struct rv_peer *p, struct rv_req *req);
+
+/* Change this node's role (the volume's role is set by the caller): the
+ * link is dropped without counting it as a loss and re-established with
+ * the new roles. */
+void rv_peer_role_changed(struct rv_peer *p);
+
+/* Try to connect again now; discard: this node's changes since the split
+ * are thrown away and replaced by the peer's (split-brain recovery). */
+int rv_peer_connect(struct rv_peer *p, bool discard, char *msg, size_t len);
+
+/* The peer as last seen in a handshake (role), or 0. */
+uint32_t rv_peer_remote_role(const struct rv_peer *p);
 
 /* Start an online verify (verify.h); mark: resync what differs.  0 or
  * -errno with a message for the operator. */

@@ -10,8 +10,6 @@
 #       version (tests/helpers/repl-bad-peer vs B)      VERSION
 #   (e) same node id on both                            NODE_ID
 #   (f) different replication modes (--protocol)        MODE
-#   (g) an empty mirror (repvol create --uuid, same
-#       size: no data generation yet)                   GENERATION
 . "$(dirname "$0")/functions.sh"
 . "$_e2e_here/repl-functions.sh"
 require_binaries
@@ -126,10 +124,6 @@ pair_case "(e) same node id" NODE_ID "$TEST_DIR/a.img" primary "$TEST_DIR/b.img"
 
 # (f) A in mode B, B in mode C
 pair_case "(f) different modes" MODE "$TEST_DIR/a.img" primary "$TEST_DIR/b.img" secondary --protocol B
-
-# (g) an empty mirror of the right size: no common data generation
-create_volume "$TEST_DIR/mirror.img" "$SIZE" --uuid "$UUID" >/dev/null
-pair_case "(g) empty mirror" GENERATION "$TEST_DIR/a.img" primary "$TEST_DIR/mirror.img" secondary
 
 step "after all that, A and B still pair up and replicate"
 node_start B "$TEST_DIR/b.img" secondary

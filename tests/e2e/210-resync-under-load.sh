@@ -3,12 +3,12 @@
 # distinct 64 KiB blocks scattered over a 1 GiB volume are written through
 # the degraded primary, the secondary is restarted and the primary resyncs
 # at --resync-rate 20M (~5 s), while fio writes through the primary at the
-# same time (32 MiB at 8 MB/s: ~4 s of randwrite, 4K and 64K blocks all over the volume, so into
-# ranges still dirty, being resynced and already resynced, then reads
-# everything back with verify=crc32c).  The test asserts that fio's write
-# phase really overlapped the resync, that fio's verify passes, that the
-# resync completes and that both images' data regions are then
-# byte-identical.
+# same time (32 MiB of 4K and 64K random writes, write rate capped at 8 MB/s
+# so they span ~4 s of the resync, all over the volume: into ranges still
+# dirty, being resynced and already resynced), then reads everything back
+# with verify=crc32c.  The test asserts that fio's writes really overlapped
+# the resync, that fio's verify passes, that the resync completes, and that
+# both images' data regions are then byte-identical.
 . "$(dirname "$0")/functions.sh"
 . "$_e2e_here/repl-functions.sh"
 require_binaries
@@ -99,7 +99,7 @@ done
 
 step "fio randwrite + verify through the primary during the resync (started at ${pct}%)"
 fio --name=load --ioengine=nbd --uri="${NODE_URI[A]}" --rw=randwrite --bssplit=4k/50:64k/50 --iodepth=16 \
-    --size="$SIZE" --io_size=32m --rate=8m --randrepeat=0 --norandommap=0 \
+    --size="$SIZE" --io_size=32m --rate=,8m --randrepeat=0 --norandommap=0 \
     --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_dump=1 \
     --output="$TEST_DIR/fio-load.out" </dev/null &
 FIO=$!

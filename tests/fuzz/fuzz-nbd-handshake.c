@@ -29,13 +29,13 @@
  * hs.out; consumed <= len; input is refused (used < len) only when the
  * pending output is above NBD_HS_OUT_SIZE - NBD_HS_REPLY_MAX (the documented
  * backpressure), and some input is always taken when no output is pending;
- * after DONE or CLOSE
- * nothing more is consumed and the status sticks; CLOSE has a reason and is
- * never the "internal error" one; the negotiated result obeys the spec MUSTs
- * listed in nbd_handshake.h; after shutdown no reply but ERR_SHUTDOWN,
- * ERR_TOO_BIG and ABORT's ACK goes out and the handshake cannot succeed;
- * nbd_hs_limits matches the result; the rest of the input then goes through
- * nbd_decode_request / nbd_check_request with those limits. */
+ * after DONE or CLOSE nothing more is consumed and the status sticks; CLOSE
+ * has a reason and is never the "internal error" one; the negotiated
+ * result obeys the spec MUSTs listed in nbd_handshake.h; after shutdown no
+ * reply but ERR_SHUTDOWN, ERR_TOO_BIG and ABORT's ACK goes out and the
+ * handshake cannot succeed; nbd_hs_limits matches the result; the rest of
+ * the input then goes through nbd_decode_request / nbd_check_request with
+ * those limits. */
 #include <errno.h>
 
 #include "fuzz-util.h"

@@ -75,19 +75,27 @@ static inline uint64_t fuzz_u64(struct fuzz_in *in)
 }
 
 /* Deterministic PRNG (xorshift64*), seeded from input bytes, for decisions
- * that should not eat into the protocol bytes (chunk sizes, drain sizes). */
+ * that should not eat into the protocol bytes (chunk sizes, drain sizes).
+ * Its multiplications wrap on purpose: exempt from
+ * FUZZ_EXTRA_CFLAGS=-fsanitize=unsigned-integer-overflow. */
+#if defined(__clang__)
+#define FUZZ_WRAPS __attribute__((no_sanitize("unsigned-integer-overflow")))
+#else
+#define FUZZ_WRAPS
+#endif
+
 struct fuzz_rng {
     uint64_t s;
 };
 
-static inline void fuzz_rng_seed(struct fuzz_rng *r, uint64_t seed)
+FUZZ_WRAPS static inline void fuzz_rng_seed(struct fuzz_rng *r, uint64_t seed)
 {
     r->s = seed * UINT64_C(0x9e3779b97f4a7c15) + UINT64_C(0x2545f4914f6cdd1d);
     if (r->s == 0)
         r->s = 1;
 }
 
-static inline uint64_t fuzz_rng_next(struct fuzz_rng *r)
+FUZZ_WRAPS static inline uint64_t fuzz_rng_next(struct fuzz_rng *r)
 {
     r->s ^= r->s >> 12;
     r->s ^= r->s << 25;

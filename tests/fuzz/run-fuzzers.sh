@@ -102,6 +102,8 @@ command -v "$cc" >/dev/null 2>&1 || skip "FUZZ_CC='$cc' is not an executable"
 SAN=(-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
 CFLAGS=(-std=gnu11 -g -O1 -D_GNU_SOURCE -I"$srcdir/include" -Wall -Wextra -Wno-unused-parameter
         -Wshadow -Wvla -Wformat=2 "${SAN[@]}")
+# Same as the regular build, which force-includes the configure results.
+[ -f "$builddir/config.h" ] && CFLAGS+=(-include "$builddir/config.h")
 # shellcheck disable=SC2206
 [ -n "${FUZZ_EXTRA_CFLAGS:-}" ] && CFLAGS+=($FUZZ_EXTRA_CFLAGS)
 LIBS=$(pkg-config --libs libcrypto 2>/dev/null || echo -lcrypto)
@@ -128,7 +130,9 @@ fi
 # Objects are rebuilt when their source, any header, this script or the
 # compiler flags change; cheap enough that no dependency tracking is needed.
 flags_id=$(printf '%s ' "$cc" "${CFLAGS[@]}" | cksum | cut -d' ' -f1)
-newest_dep=$(ls -t "$srcdir"/include/repvol/*.h "$fuzzsrc/fuzz-util.h" "${BASH_SOURCE[0]}" | head -1)
+deps=("$srcdir"/include/repvol/*.h "$fuzzsrc/fuzz-util.h" "${BASH_SOURCE[0]}")
+[ -f "$builddir/config.h" ] && deps+=("$builddir/config.h")
+newest_dep=$(ls -t "${deps[@]}" | head -1)
 objdir=$bindir/obj-$flags_id
 mkdir -p "$objdir"
 

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The dirty bitmap survives a crash of the primary: with the secondary
+# stopped, 64 MiB of distinct 64 KiB blocks scattered over a 1 GiB volume
+# are written through the degraded primary; then more writes are started
+# and the primary is killed with SIGKILL in the middle of them (requests in
+# flight, bitmap bits set in memory only; the activity log must cover them).
+# The primary is restarted on the same image as primary (it must say it
+# "was not shut down cleanly"), the secondary is started, and the primary's
+# resync must bring the secondary up to date: the resync moves at least
+# what was written (more is fine: after a crash whole 4 MiB activity-log
+# extents are resynced), and both images' data regions are byte-identical
+# afterwards (whatever of the interrupted writes reached the primary's
+# image must have reached the secondary's too).
+. "$(dirname "$0")/functions.sh"
+. "$_e2e_here/repl-functions.sh"
+require_binaries
+require_cmd fio fio
+require_cmd python3 python3
+
+SIZE=$((1024 << 20))
+DIRTY=$((64 << 20))
+PEER_ARGS=(--peer-timeout 2000)
+
+# sync_fields N: "PEER_STATE SYNC_STATE PERCENT BYTES_DONE BYTES_LEFT RUNS DISK_STATE"
+sync_fields() {
+    node_status_json "$1" 2>/dev/null | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+p = d.get("peer") or {}
+s = p.get("sync") or {}
+print(p.get("state", "none"), s.get("state", "none"), s.get("percent", 0), s.get("bytes_done", 0),
+      s.get("bytes_left", 0), s.get("runs", 0), d.get("disk_state", "?"))' 2>/dev/null ||
+        echo "unknown unknown 0 0 0 0 unknown"
+}
+
+# wait_resync_done RUNS0 SECS: until primary A has run a resync after RUNS0
+# runs and finished it (sync none, nothing left, peer connected on both
+# sides).  Sets MAX_DONE (largest bytes_done seen), FINAL (A's fields).
+wait_resync_done() {
+    local runs0=$1 secs=$2 i f
+    local ps ss pct done left runs ds
+    MAX_DONE=0
+    for ((i = 0; i < $(tscale "$secs") * 5; i++)); do
+        f=$(sync_fields A)
+        read -r ps ss pct done left runs ds <<<"$f"
+        [ "$done" -gt "$MAX_DONE" ] && MAX_DONE=$done
+        if [ "$ps" = connected ] && [ "$ss" = none ] && [ "$left" -eq 0 ] && [ "$runs" -gt "$runs0" ]; then
+            read -r ps ss _ _ _ _ ds <<<"$(sync_fields B)"
+            if [ "$ps" = connected ] && [ "$ss" = none ] && [ "$ds" = UpToDate ]; then
+                FINAL=$f
+                return 0
+            fi
+        fi
+        sleep 0.2
+    done
+    tail -20 "${NODE_LOG[A]}" >&2
+    fail "resync not finished within $(tscale "$secs") s: A: $f; B: $(sync_fields B)"
+}
+
+# wait_not_connected N SECS: node N has given up on its peer (disconnected,
+# or redialling: "connecting" lasts while SYNs go unanswered).
+wait_not_connected() {
+    local i s=
+    for ((i = 0; i < $(tscale "$2") * 10; i++)); do
+        s=$(node_peer_state "$1")
+        case $s in connected | handshake | unknown) ;; *) return 0 ;; esac
+        sleep 0.1
+    done
+    fail "node $1: peer state still '$s' after $(tscale "$2") s"
+}
+
+create_volume "$TEST_DIR/a.img" "$SIZE" >/dev/null
+cp --sparse=always "$TEST_DIR/a.img" "$TEST_DIR/b.img"
+repl_setup
+node_start B "$TEST_DIR/b.img" secondary "${PEER_ARGS[@]}"
+node_start A "$TEST_DIR/a.img" primary "${PEER_ARGS[@]}"
+node_wait_peer_state A connected
+node_wait_peer_state B connected
+
+step "stop the secondary; write 64 MiB scattered through the degraded primary"
+node_stop B
+wait_not_connected A 15
+tmo 60 fio --name=scatter --ioengine=nbd --uri="${NODE_URI[A]}" --rw=randwrite --bs=64k --iodepth=16 \
+    --size="$SIZE" --io_size="$DIRTY" --randrepeat=0 --norandommap=0 --output="$TEST_DIR/fio-degraded.out" ||
+    { cat "$TEST_DIR/fio-degraded.out" >&2; fail "fio randwrite through the degraded primary failed"; }
+read -r _ _ _ _ left _ _ <<<"$(sync_fields A)"
+info "primary degraded: $left bytes dirty"
+[ "$left" -ge "$DIRTY" ] || fail "primary records only $left dirty bytes after writing $DIRTY while degraded"
+
+step "more writes (4K and 64K, QD32), SIGKILL the primary in the middle of them"
+fio --name=crash --ioengine=nbd --uri="${NODE_URI[A]}" --rw=randwrite --bssplit=4k/50:64k/50 --iodepth=32 \
+    --size="$SIZE" --io_size=2g --randrepeat=0 --norandommap=1 \
+    --output="$TEST_DIR/fio-crash.out" </dev/null &
+FIO=$!
+track_pid "$FIO"
+sleep 1.5
+pid_alive "$FIO" || { cat "$TEST_DIR/fio-crash.out" >&2; fail "fio finished before the primary was killed"; }
+node_kill A
+wait_bounded "$FIO" 30 || true
+grep -q 'write: IOPS' "$TEST_DIR/fio-crash.out" || cat "$TEST_DIR/fio-crash.out" >&2
+crash_ios=$(sed -n 's/.*issued rwts: total=[0-9]*,\([0-9]*\),.*/\1/p' "$TEST_DIR/fio-crash.out" | head -1)
+info "fio had issued ${crash_ios:-?} writes when the primary died"
+
+step "restart the primary on the same image"
+node_start A "$TEST_DIR/a.img" primary "${PEER_ARGS[@]}"
+grep -q 'was not shut down cleanly' "${NODE_LOG[A]}" ||
+    { cat "${NODE_LOG[A]}" >&2; fail "the restarted primary did not log that it was not shut down cleanly"; }
+read -r ps _ _ _ left RUNS0 ds <<<"$(sync_fields A)"
+info "restarted primary: peer $ps, disk $ds, $left bytes dirty"
+[ "$left" -ge "$DIRTY" ] || fail "after the crash the primary records only $left dirty bytes (>= $DIRTY were written)"
+
+step "start the secondary: resync"
+node_start B "$TEST_DIR/b.img" secondary "${PEER_ARGS[@]}"
+wait_resync_done "$RUNS0" 60
+read -r _ _ _ done _ runs _ <<<"$FINAL"
+info "resync done: bytes_done $done (max seen $MAX_DONE), run $runs"
+[ "$MAX_DONE" -gt "$done" ] && done=$MAX_DONE
+[ "$done" -ge "$DIRTY" ] || fail "resync moved $done bytes: less than the $DIRTY written"
+[ "$done" -le "$SIZE" ] || fail "resync moved $done bytes, more than the volume"
+
+node_stop A
+node_stop B
+step "compare the two images"
+assert_bytes_equal "$TEST_DIR/a.img" "$TEST_DIR/b.img" "$SIZE" "primary and secondary images differ after the primary's crash and resync"
