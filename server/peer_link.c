@@ -1435,8 +1435,9 @@ static void peer_tick(struct rv_op *op, int res)
     }
     /* After a split brain only `repvol connect` dials again: the status
      * keeps saying so instead of flickering through retries. */
-    if (!p->conn && p->peer_addr[0] && p->v->role == RV_ROLE_PRIMARY && now >= p->next_dial_ns &&
-        p->state != RV_PEER_SPLIT_BRAIN)
+    bool want = (p->v->role == RV_ROLE_PRIMARY && p->state != RV_PEER_SPLIT_BRAIN) ||
+                p->discard_my_data;     /* the side giving up its data asks itself */
+    if (!p->conn && p->peer_addr[0] && want && now >= p->next_dial_ns)
         peer_dial(p);
     arm_tick(p);
 }
