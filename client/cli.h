@@ -43,6 +43,8 @@ int cmd_info(int argc, char **argv);
 int cmd_primary(int argc, char **argv);
 int cmd_secondary(int argc, char **argv);
 int cmd_connect(int argc, char **argv);
+int cmd_resume_io(int argc, char **argv);
+int cmd_outdate(int argc, char **argv);
 
 /* client/cmd_verify.c */
 int cmd_verify(int argc, char **argv);

@@ -31,28 +31,36 @@ static const struct role_cmd role_cmds[] = {
       "  -d, --discard-my-data  split-brain recovery: throw away this node's changes\n"
       "                 since the split and take the peer's data (this node must be\n"
       "                 secondary); the resync covers both sides' changed blocks\n" },
+    { "resume-io", NULL, NULL,
+      "Release writes held because the fence-peer handler failed: they are\n"
+      "acknowledged without the peer having been fenced (the operator's call).\n" },
+    { "outdate", NULL, NULL,
+      "Mark this disconnected secondary's copy Outdated (the primary has newer\n"
+      "data): promotion then needs --force.  For fence-peer handlers.\n" },
 };
 
 static int run_role(const struct role_cmd *rc, int argc, char **argv)
 {
-    const struct option longopts[] = {
-        { rc->flag, no_argument, NULL, 'f' },
+    const struct option all[] = {
+        { rc->flag ? rc->flag : "", no_argument, NULL, 'f' },
         { "control", required_argument, NULL, 'c' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
+    const struct option *longopts = rc->flag ? all : all + 1;
     bool flag = false;
     const char *control = NULL;
     int c;
-    while ((c = getopt_long(argc, argv, rc->flag[0] == 'd' ? "dc:h" : "fc:h", longopts, NULL)) != -1) {
+    const char *shortopts = !rc->flag ? "c:h" : rc->flag[0] == 'd' ? "dc:h" : "fc:h";
+    while ((c = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
         switch (c) {
         case 'f':
         case 'd': flag = true; break;
         case 'c': control = optarg; break;
         case 'h':
-            printf("Usage: %s [--%s] [--control PATH] [VOLUME]\n\n%s"
+            printf("Usage: %s%s%s%s [--control PATH] [VOLUME]\n\n%s"
                    "  -c, --control PATH  the daemon's control socket\n",
-                   argv[0], rc->flag, rc->help);
+                   argv[0], rc->flag ? " [--" : "", rc->flag ? rc->flag : "", rc->flag ? "]" : "", rc->help);
             return RV_EXIT_OK;
         default:
             return cli_usage_hint(argv[0]);
@@ -84,3 +92,5 @@ static int run_role(const struct role_cmd *rc, int argc, char **argv)
 int cmd_primary(int argc, char **argv) { return run_role(&role_cmds[0], argc, argv); }
 int cmd_secondary(int argc, char **argv) { return run_role(&role_cmds[1], argc, argv); }
 int cmd_connect(int argc, char **argv) { return run_role(&role_cmds[2], argc, argv); }
+int cmd_resume_io(int argc, char **argv) { return run_role(&role_cmds[3], argc, argv); }
+int cmd_outdate(int argc, char **argv) { return run_role(&role_cmds[4], argc, argv); }

@@ -24,6 +24,8 @@ static const struct cli_cmd commands[] = {
     { "primary", cmd_primary, "promote this node (serve the volume, replicate to the peer)" },
     { "secondary", cmd_secondary, "demote this node (mirror the primary, serve nobody)" },
     { "connect", cmd_connect, "reconnect to the peer; --discard-my-data after a split brain" },
+    { "resume-io", cmd_resume_io, "release writes held for a failed fence-peer handler" },
+    { "outdate", cmd_outdate, "mark a disconnected secondary's copy Outdated (fencing)" },
 };
 
 void cli_error(const char *prog, const char *fmt, ...)

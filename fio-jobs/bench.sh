@@ -398,11 +398,13 @@ repl_net_setup() {
         ip -n "$ns" link set lo up
         ip -n "$ns" link set "${REPL_TAG}${ns: -1}" up
     done
+    # Both ends up (carrier), bounded; the RTT probe below then proves traffic.
     for ((i = 0; i < 50; i++)); do
-        ip netns exec "$REPL_NS_A" ping -c1 -W1 "$REPL_ADDR_B" >/dev/null 2>&1 && break
+        ip -n "$REPL_NS_A" -br link show dev "${REPL_TAG}a" | grep -q ' UP ' &&
+            ip -n "$REPL_NS_B" -br link show dev "${REPL_TAG}b" | grep -q ' UP ' && break
         sleep 0.1
     done
-    [ "$i" -lt 50 ] || die "the veth between $REPL_NS_A and $REPL_NS_B carries no traffic"
+    [ "$i" -lt 50 ] || die "the veth between $REPL_NS_A and $REPL_NS_B did not come up"
     say "replication link: namespaces $REPL_NS_A ($REPL_ADDR_A) and $REPL_NS_B ($REPL_ADDR_B) over veth"
     measure_rtt
 }

@@ -105,6 +105,11 @@ static void usage(FILE *f)
 "                           takes the other's data), discard-least-changes (the\n"
 "                           side with fewer changed bytes takes the other's);\n"
 "                           a primary's data is never discarded automatically\n"
+"      --fence-peer-handler PATH  mode C: when the primary loses its peer, run\n"
+"                           PATH (env REPVOL_VOLUME, REPVOL_PEER, REPVOL_NODE_ID,\n"
+"                           REPVOL_UUID) and hold writes the peer lacks until it\n"
+"                           exits 0 (it fences or outdates the peer); on failure\n"
+"                           they stay held until 'repvol resume-io'\n"
 "      --resync-checksum    a full sync compares SHA-256 digests per 4K block and\n"
 "                           sends only blocks that differ (after an unclean split,\n"
 "                           when the peer already holds most of the data)\n"
@@ -198,7 +203,40 @@ static int cmd_connect(void *ctx, int argc, char **argv, struct rv_strbuf *out)
     return r;
 }
 
+static int cmd_resume_io(void *ctx, int argc, char **argv, struct rv_strbuf *out)
+{
+    struct daemon *d = ctx;
+    if (d->peer)
+        rv_peer_resume_io(d->peer);
+    rv_sb_printf(out, "I/O resumed\n");
+    return 0;
+}
+
+/* A fence script on the surviving primary asks the other node to mark its
+ * copy Outdated (it is behind): it will then refuse promotion without
+ * --force. */
+static int cmd_outdate(void *ctx, int argc, char **argv, struct rv_strbuf *out)
+{
+    struct daemon *d = ctx;
+    if (d->vol.role == RV_ROLE_PRIMARY) {
+        rv_sb_printf(out, "a primary cannot be outdated");
+        return -EPERM;
+    }
+    if (d->peer && rv_peer_connected(d->peer)) {
+        rv_sb_printf(out, "connected to the primary: the copy is current");
+        return -EBUSY;
+    }
+    if (d->vol.meta.disk_state == RV_DISK_UPTODATE)
+        d->vol.meta.disk_state = RV_DISK_OUTDATED;
+    rv_volume_meta_commit(&d->vol, NULL);
+    rv_info("volume %s: marked Outdated", d->vol.meta.name);
+    rv_sb_printf(out, "%s\n", rv_disk_state_name(d->vol.meta.disk_state));
+    return 0;
+}
+
 static const struct rv_control_cmd control_cmds[] = {
+    { "resume-io", cmd_resume_io },
+    { "outdate", cmd_outdate },
     { "primary", cmd_primary },
     { "secondary", cmd_secondary },
     { "connect", cmd_connect },
@@ -278,7 +316,7 @@ int main(int argc, char **argv)
     enum { OPT_EXPORT = 256, OPT_CACHE, OPT_RO, OPT_MAXREQ, OPT_BUFMEM, OPT_MAXCONN,
            OPT_MAXINFL, OPT_NOMLOCK, OPT_PIDFILE, OPT_LOGLEVEL, OPT_CONTROL,
            OPT_PEER, OPT_REPL_LISTEN, OPT_NODE_ID, OPT_ROLE, OPT_PROTOCOL, OPT_PEER_TIMEOUT,
-           OPT_RESYNC_RATE, OPT_RESYNC_CHECKSUM, OPT_SB_POLICY };
+           OPT_RESYNC_RATE, OPT_RESYNC_CHECKSUM, OPT_SB_POLICY, OPT_FENCE };
     static const struct option longopts[] = {
         { "volume", required_argument, NULL, 'v' },
         { "listen", required_argument, NULL, 'l' },
@@ -301,6 +339,7 @@ int main(int argc, char **argv)
         { "resync-rate", required_argument, NULL, OPT_RESYNC_RATE },
         { "resync-checksum", no_argument, NULL, OPT_RESYNC_CHECKSUM },
         { "split-brain-policy", required_argument, NULL, OPT_SB_POLICY },
+        { "fence-peer-handler", required_argument, NULL, OPT_FENCE },
         { "log-level", required_argument, NULL, OPT_LOGLEVEL },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
@@ -398,6 +437,13 @@ int main(int argc, char **argv)
             }
             break;
         case OPT_RESYNC_CHECKSUM: popts.checksum_resync = true; break;
+        case OPT_FENCE:
+            if (access(optarg, X_OK) < 0) {
+                fprintf(stderr, "repvold: --fence-peer-handler %s: %s\n", optarg, strerror(errno));
+                return 2;
+            }
+            popts.fence_handler = optarg;
+            break;
         case OPT_SB_POLICY:
             if (rv_sb_policy_parse(optarg, &popts.sb_policy) < 0) {
                 fprintf(stderr, "repvold: --split-brain-policy: '%s' is not disconnect, discard-zero-changes "

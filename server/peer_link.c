@@ -12,6 +12,7 @@
  * A 1-second-ish tick sends keepalive PINGs, declares a silent peer dead
  * after --peer-timeout, and redials with backoff. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -19,7 +20,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include "repvol/log.h"
@@ -132,6 +138,10 @@ struct rv_peer {
     struct rv_resync *rs;
     struct rv_verify *vf;
     bool planned_close;                 /* role change: not a loss */
+    pid_t fence_pid;                    /* fence-peer handler running, or 0 */
+    int fence_fd;                       /* its pidfd, polled on the ring */
+    struct rv_op fence_op;
+    char fence_handler[256];
     bool discard_my_data;               /* one-shot, from `repvol connect --discard-my-data` */
     uint32_t remote_role;
     /* mode A */
@@ -143,6 +153,7 @@ struct rv_peer {
 };
 
 static void pc_close(struct peer_conn *pc, const char *why);
+static void fence_peer(struct rv_peer *p);
 static void peer_maybe_shutdown_done(struct rv_peer *p);
 static void pc_process(struct peer_conn *pc);
 
@@ -1249,6 +1260,8 @@ static void pc_close(struct peer_conn *pc, const char *why)
         p->disconnects++;
         rv_warn("volume %s: lost peer %s: %s%s", p->v->meta.name, pc->addr, why ? why : "closed",
                 p->v->role == RV_ROLE_PRIMARY ? "; continuing without it, recording what it misses" : "");
+        if (p->v->role == RV_ROLE_PRIMARY && p->o.mode == RV_MODE_C && p->fence_handler[0])
+            fence_peer(p);
         rv_volume_peer_lost(p->v);
     } else if (why) {
         rv_warn("volume %s: peer connection %s closed: %s", p->v->meta.name, pc->addr, why);
@@ -1480,6 +1493,10 @@ int rv_peer_create(struct rv_peer **out, struct rv_volume *v, struct rv_loop *lo
         snprintf(p->peer_addr, sizeof p->peer_addr, "%s", opts->peer);
     if (opts->listen)
         snprintf(p->listen_addr, sizeof p->listen_addr, "%s", opts->listen);
+    if (opts->fence_handler)
+        snprintf(p->fence_handler, sizeof p->fence_handler, "%s", opts->fence_handler);
+    p->o.fence_handler = p->fence_handler[0] ? p->fence_handler : NULL;
+    p->fence_fd = -1;
     p->o.peer = p->peer_addr[0] ? p->peer_addr : NULL;
     p->o.listen = p->listen_addr[0] ? p->listen_addr : NULL;
     if (!p->o.mode)
@@ -1551,7 +1568,7 @@ int rv_peer_start(struct rv_peer *p)
 
 static void peer_maybe_shutdown_done(struct rv_peer *p)
 {
-    if (!p->shutting_down || p->accept_pending || p->tick_pending || p->conns_alive > 0 ||
+    if (!p->shutting_down || p->accept_pending || p->tick_pending || p->conns_alive > 0 || p->fence_pid ||
         !rv_resync_idle(p->rs) || !rv_verify_idle(p->vf))
         return;
     if (p->shutdown_done) {
@@ -1635,6 +1652,83 @@ int rv_peer_verify(struct rv_peer *p, bool mark, char *msg, size_t len)
     else
         snprintf(msg, len, "verify started");
     return r;
+}
+
+/* ------------------------------------------------------------ fencing */
+
+/* DRBD's fence-peer idea: a mode-C primary that loses its peer cannot tell
+ * a dead peer from a cut link behind which the peer is about to be
+ * promoted.  Until the handler (a cluster's script) has fenced or outdated
+ * the peer, writes the peer lacks are held, not acknowledged.  Exit 0:
+ * acknowledged from then on.  Anything else: held until the operator runs
+ * `repvol resume-io`. */
+static void fence_done(struct rv_op *op, int res)
+{
+    struct rv_peer *p = RV_CONTAINER_OF(op, struct rv_peer, fence_op);
+    int status = 0;
+    pid_t pid = p->fence_pid;
+    if (waitpid(pid, &status, 0) < 0)
+        status = -1;
+    close(p->fence_fd);
+    p->fence_fd = -1;
+    p->fence_pid = 0;
+    if (status == 0) {
+        rv_info("volume %s: fence-peer handler succeeded: continuing without the peer", p->v->meta.name);
+        rv_volume_thaw(p->v);
+    } else {
+        rv_err("volume %s: fence-peer handler %s failed (%s %d): writes stay frozen; "
+               "run 'repvol resume-io' to continue without fencing",
+               p->v->meta.name, p->fence_handler, WIFEXITED(status) ? "exit" : "signal",
+               WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    }
+    peer_maybe_shutdown_done(p);
+}
+
+static void fence_peer(struct rv_peer *p)
+{
+    if (p->fence_pid)
+        return;                 /* already fencing */
+    rv_volume_freeze(p->v);
+    char e_vol[128], e_peer[300], e_node[64], e_uuid[64];
+    snprintf(e_vol, sizeof e_vol, "REPVOL_VOLUME=%s", p->v->meta.name);
+    snprintf(e_peer, sizeof e_peer, "REPVOL_PEER=%s", p->peer_addr);
+    snprintf(e_node, sizeof e_node, "REPVOL_NODE_ID=%u", p->o.node_id);
+    snprintf(e_uuid, sizeof e_uuid, "REPVOL_UUID=%s", p->v->uuid_str);
+    char *envp[] = { e_vol, e_peer, e_node, e_uuid, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                     NULL };
+    char *argv[] = { p->fence_handler, NULL };
+    pid_t pid;
+    int r = posix_spawn(&pid, p->fence_handler, NULL, NULL, argv, envp);
+    if (r != 0) {
+        rv_err("volume %s: cannot run fence-peer handler %s: %s; writes stay frozen ('repvol resume-io')",
+               p->v->meta.name, p->fence_handler, strerror(r));
+        return;
+    }
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd < 0) {
+        int status;
+        waitpid(pid, &status, 0);       /* no pidfd (old kernel): wait here, rare and short */
+        p->fence_pid = pid;
+        p->fence_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        p->fence_op.fn = fence_done;
+        rv_loop_defer(p->loop, &p->fence_op, 0);
+        return;
+    }
+    rv_info("volume %s: peer lost in mode C: running fence-peer handler %s (pid %d); writes the peer "
+            "lacks are held until it succeeds", p->v->meta.name, p->fence_handler, (int)pid);
+    p->fence_pid = pid;
+    p->fence_fd = fd;
+    p->fence_op.fn = fence_done;
+    struct io_uring_sqe *sqe = rv_loop_sqe(p->loop, &p->fence_op);
+    io_uring_prep_poll_add(sqe, fd, POLLIN);
+}
+
+void rv_peer_resume_io(struct rv_peer *p)
+{
+    if (p->v->frozen) {
+        rv_warn("volume %s: I/O resumed by the operator without fencing the peer", p->v->meta.name);
+        rv_volume_thaw(p->v);
+    }
 }
 
 void rv_peer_role_changed(struct rv_peer *p)

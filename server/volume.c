@@ -63,6 +63,7 @@ int rv_volume_open(struct rv_volume *v, struct rv_loop *loop, const char *path,
         goto fail;
     v->sb_offset = lay.sb_offset;
     v->meta_wait_tail = &v->meta_wait_head;
+    v->frozen_tail = &v->frozen_head;
     r = rv_bitmap_load(&v->bm, v->meta_fd, v->meta.bm_offset, v->meta.bm_length, v->meta.data_size,
                        v->meta.bm_granularity);
     if (r < 0) {
@@ -201,6 +202,17 @@ static void req_join(struct rv_req *req)
             rv_bitmap_mark(&v->bm, req->off, req->len);
         if (result == 0)
             v->stats.local_only_writes++;
+        if (v->frozen) {
+            /* The fence-peer handler hasn't said the peer is out of the
+             * way: acknowledging now could lose this write in a failover. */
+            req->parked = true;
+            req->park_next = NULL;
+            *v->frozen_tail = req;
+            v->frozen_tail = &req->park_next;
+            if (was_ordered)
+                ord_kick(v);
+            return;
+        }
         if (!v->ahead_durable) {
             meta_park(v, req);
             if (was_ordered)
@@ -494,6 +506,30 @@ void rv_volume_peer_lost(struct rv_volume *v)
 void rv_volume_peer_in_sync(struct rv_volume *v)
 {
     v->ahead_durable = v->meta.bitmap_gen != 0;
+}
+
+void rv_volume_freeze(struct rv_volume *v)
+{
+    if (!v->frozen_tail)
+        v->frozen_tail = &v->frozen_head;
+    v->frozen = true;
+}
+
+void rv_volume_thaw(struct rv_volume *v)
+{
+    v->frozen = false;
+    struct rv_req *list = v->frozen_head;
+    v->frozen_head = NULL;
+    v->frozen_tail = &v->frozen_head;
+    while (list) {
+        struct rv_req *req = list;
+        list = req->park_next;
+        /* On to the "ahead of the peer" record, then the answer. */
+        if (v->ahead_durable)
+            req_complete(req, req->local.result);
+        else
+            meta_park(v, req);
+    }
 }
 
 void rv_volume_track(struct rv_volume *v)

@@ -101,6 +101,9 @@ void rv_peer_role_changed(struct rv_peer *p);
  * are thrown away and replaced by the peer's (split-brain recovery). */
 int rv_peer_connect(struct rv_peer *p, bool discard, char *msg, size_t len);
 
+/* Release writes held for the fence-peer handler (operator override). */
+void rv_peer_resume_io(struct rv_peer *p);
+
 /* The peer as last seen in a handshake (role), or 0. */
 uint32_t rv_peer_remote_role(const struct rv_peer *p);
 

@@ -123,6 +123,11 @@ struct rv_volume {
     uint8_t *sb_buf;            /* 4 KiB, aligned: the superblock being written */
     struct rv_op meta_sync_op;
     void (*meta_cb)(struct rv_volume *v, int err);   /* one-shot: after the next flush */
+
+    /* Fencing (peer_link.c runs the handler): while frozen, writes the peer
+     * did not get are held, not acknowledged. */
+    bool frozen;
+    struct rv_req *frozen_head, **frozen_tail;
 };
 
 /* Open the image at path: read and check the metadata, open the backend,
@@ -139,6 +144,10 @@ void rv_volume_peer_done(struct rv_req *req, int peer_result);
 
 /* The link is gone (or never was): from now on writes are local only. */
 void rv_volume_peer_lost(struct rv_volume *v);
+
+/* Hold / release acknowledgements of writes the peer did not get. */
+void rv_volume_freeze(struct rv_volume *v);
+void rv_volume_thaw(struct rv_volume *v);
 
 /* Start tracking what the peer lacks (a peer is configured). */
 void rv_volume_track(struct rv_volume *v);
