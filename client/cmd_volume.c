@@ -113,31 +113,6 @@ static int parse_uuid_opt(const char *prog, const char *arg, uint8_t uuid[RV_UUI
     return 0;
 }
 
-/* fsync the directory holding path, so a new directory entry is durable. */
-static int fsync_parent_dir(const char *path)
-{
-    char dir[PATH_MAX];
-    const char *slash = strrchr(path, '/');
-    if (!slash) {
-        strcpy(dir, ".");
-    } else if (slash == path) {
-        strcpy(dir, "/");
-    } else {
-        size_t n = (size_t)(slash - path);
-        if (n >= sizeof dir)
-            return -ENAMETOOLONG;
-        memcpy(dir, path, n);
-        dir[n] = '\0';
-    }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0)
-        return -errno;
-    int r = 0;
-    if (fsync(dfd) < 0 && errno != EINVAL)   /* EINVAL: fs can't sync dirs */
-        r = -errno;
-    close(dfd);
-    return r;
-}
 
 /* Move tmp to path, never replacing an existing path (-EEXIST). */
 static int rename_noreplace(const char *tmp, const char *path)
@@ -220,7 +195,7 @@ static int create_image_with(const char *prog, const char *path, uint64_t size,
             cli_error(prog, "%s: cannot create image: %s: %s", path, step, rv_meta_strerror(r));
         return -1;
     }
-    r = fsync_parent_dir(path);
+    r = rv_fsync_parent_dir(path);
     if (r) {
         cli_error(prog, "%s: created, but syncing its directory failed: %s", path,
                   strerror(-r));

@@ -22,6 +22,17 @@
 set -Eeuo pipefail
 export LC_ALL=C
 
+case ${1:-} in
+-h | --help)
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0
+    ;;
+-*)
+    echo "quickstart: unknown option '$1' (usage: sudo bash $0 [WORKDIR])" >&2
+    exit 2
+    ;;
+esac
+
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 WORK=${1:-/var/tmp/repvol-demo}
@@ -264,7 +275,8 @@ done
 [ "$ready" = yes ] || die "repvold did not start serving within 15 s (log: $DAEMON_LOG)"
 VOL_BYTES=$(timeout 10 nbdinfo --size "$URI")
 info "pid $DAEMON_PID, serving $VOL_BYTES bytes at $URI"
-timeout 10 nbdinfo "$URI" | grep -E 'export=|export-size|can_flush|can_fua|can_trim|can_multi_conn' | sed 's/^[[:space:]]*/      /'
+timeout 10 nbdinfo "$URI" | grep -E 'export=|export-size|can_flush|can_fua|can_trim|can_multi_conn' |
+    sed 's/^[[:space:]]*/      /' || true
 
 # ------------------------------------------------------------------ 5
 
@@ -361,7 +373,7 @@ stop_daemon || rc=$?
 [ "$rc" -eq 0 ] || die "repvold exited with status $rc (log: $DAEMON_LOG)"
 info "repvold exited with status 0"
 rm -f "$DISK"
-"$BUILD/repvol" info "$IMG" | grep -E 'data size|flags|open count' | sed 's/^[[:space:]]*/      /'
+"$BUILD/repvol" info "$IMG" | grep -E 'data size|flags|open count' | sed 's/^[[:space:]]*/      /' || true
 
 # ------------------------------------------------------------------ 10
 
@@ -369,8 +381,9 @@ step "Checking the image with the daemon stopped: e2fsck + read-only loop mount 
 LOOP=$(timeout 30 losetup -r --sizelimit "$VOL_BYTES" -f --show "$IMG") || die "losetup of the image failed"
 LOOPS+=("$LOOP")
 info "losetup -r --sizelimit $VOL_BYTES -f --show $IMG  ->  $LOOP"
-timeout 300 e2fsck -fn "$LOOP" 2>&1 | sed 's/^/      /'
-[ "${PIPESTATUS[0]}" -eq 0 ] || die "e2fsck found problems in the file system"
+if ! timeout 300 e2fsck -fn "$LOOP" 2>&1 | sed 's/^/      /'; then
+    die "e2fsck found problems in the file system"
+fi
 timeout 60 mount -o ro,noload "$LOOP" "$MNT" || die "read-only mount of the image failed"
 if (cd "$MNT" && timeout 300 sha256sum --quiet -c "$MANIFEST"); then
     info "files read straight from the image file, no repvol running: OK"

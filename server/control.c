@@ -14,6 +14,7 @@
 
 #include "repvol/control.h"
 #include "repvol/log.h"
+#include "repvol/netaddr.h"
 #include "repvol/util.h"
 
 struct control_client {
@@ -182,14 +183,8 @@ static void control_arm(struct rv_control *c)
 int rv_control_start(struct rv_control **out, struct rv_loop *loop, const char *path,
                      const struct rv_control_cmd *cmds, void *ctx)
 {
-    struct sockaddr_un sun = { .sun_family = AF_UNIX };
-    if (strlen(path) >= sizeof sun.sun_path) {
-        rv_err("control socket %s: path too long", path);
-        return -ENAMETOOLONG;
-    }
-    strcpy(sun.sun_path, path);
     /* The default lives in /run/repvol, which may not exist yet. */
-    char dir[sizeof sun.sun_path];
+    char dir[108];
     snprintf(dir, sizeof dir, "%s", path);
     char *slash = strrchr(dir, '/');
     if (slash && slash != dir) {
@@ -197,29 +192,10 @@ int rv_control_start(struct rv_control **out, struct rv_loop *loop, const char *
         if (mkdir(dir, 0700) < 0 && errno != EEXIST)
             rv_warn("control socket: mkdir %s: %s", dir, strerror(errno));
     }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* Private: the control socket changes roles. */
+    int fd = rv_listen_unix(path, 16, true, "control socket");
     if (fd < 0)
-        return -errno;
-    /* A live daemon already owns this path: refuse; a stale socket: replace. */
-    if (connect(fd, (struct sockaddr *)&sun, sizeof sun) == 0) {
-        rv_err("control socket %s: another daemon is using it", path);
-        close(fd);
-        return -EADDRINUSE;
-    }
-    close(fd);
-    unlink(path);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    mode_t old = umask(0077);
-    int r = bind(fd, (struct sockaddr *)&sun, sizeof sun);
-    umask(old);
-    if (r < 0 || listen(fd, 16) < 0) {
-        int e = -errno;
-        rv_err("control socket %s: %s", path, strerror(errno));
-        close(fd);
-        return e;
-    }
+        return fd;
     struct rv_control *c = calloc(1, sizeof *c);
     if (!c) {
         close(fd);

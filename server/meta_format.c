@@ -54,12 +54,8 @@ const char *rv_meta_strerror(int err)
     case RV_META_ERR_NOTFILE:
         return "not a regular file or block device";
     }
-    if (err < 0 && err > -4096) {
-        const char *s = strerrordesc_np(-err);
-        if (s)
-            return s;
-    }
-    return "unknown error";
+    const char *desc = rv_errno_desc(err);
+    return desc ? desc : "unknown error";
 }
 
 const char *rv_disk_state_name(uint32_t state)
@@ -476,31 +472,6 @@ static uint64_t random_nonzero_u64(void)
     return v;
 }
 
-/* fsync the directory holding path, so the new directory entry is durable. */
-static int fsync_parent_dir(const char *path)
-{
-    char dir[4096];
-    const char *slash = strrchr(path, '/');
-    if (!slash) {
-        strcpy(dir, ".");
-    } else if (slash == path) {
-        strcpy(dir, "/");
-    } else {
-        size_t n = (size_t)(slash - path);
-        if (n >= sizeof dir)
-            return -ENAMETOOLONG;
-        memcpy(dir, path, n);
-        dir[n] = '\0';
-    }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0)
-        return -errno;
-    int r = 0;
-    if (fsync(dfd) < 0 && errno != EINVAL)   /* EINVAL: fs can't sync dirs */
-        r = -errno;
-    close(dfd);
-    return r;
-}
 
 int rv_meta_create_image(const char *path, uint64_t data_size, const char *name,
                          uint32_t block_size, uint32_t granularity,
@@ -547,7 +518,7 @@ int rv_meta_create_image(const char *path, uint64_t data_size, const char *name,
     if (close(fd) < 0 && !r)
         r = -errno;
     if (!r)
-        r = fsync_parent_dir(path);
+        r = rv_fsync_parent_dir(path);
     if (r) {
         unlink(path);
         return r;

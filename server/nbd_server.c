@@ -32,6 +32,7 @@
 
 #include "repvol/frontend.h"
 #include "repvol/log.h"
+#include "repvol/netaddr.h"
 #include "repvol/nbd_handshake.h"
 #include "repvol/nbd_proto.h"
 #include "repvol/util.h"
@@ -803,21 +804,10 @@ static void on_accept(struct rv_op *op, int res)
     }
     int fd = res;
     char peer[80];
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    if (l->unix_path[0]) {
-        snprintf(peer, sizeof peer, "unix");
-    } else if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
-        char host[64], port[16];
-        if (getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, port, sizeof port,
-                        NI_NUMERICHOST | NI_NUMERICSERV) == 0)
-            snprintf(peer, sizeof peer, "%s:%s", host, port);
-        else
-            snprintf(peer, sizeof peer, "tcp");
+    rv_peer_name(fd, peer, sizeof peer);
+    if (!l->unix_path[0]) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    } else {
-        snprintf(peer, sizeof peer, "tcp");
     }
     if (nf->nconns >= nf->opts.max_connections) {
         rv_warn("nbd listener %s: refusing %s: already %u connections (--max-connections)",
@@ -852,85 +842,22 @@ static void listener_arm(struct listener *l)
 static int listener_open(struct listener *l, const char *addr)
 {
     snprintf(l->addr, sizeof l->addr, "%s", addr);
-    l->fd = -1;
     if (!strncmp(addr, "unix:", 5)) {
-        const char *path = addr + 5;
-        struct sockaddr_un sun = { .sun_family = AF_UNIX };
-        if (!*path || strlen(path) >= sizeof sun.sun_path) {
-            rv_err("listen %s: socket path empty or longer than %zu bytes", addr, sizeof sun.sun_path - 1);
-            return -EINVAL;
-        }
-        strcpy(sun.sun_path, path);
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            return -errno;
-        /* A leftover socket file from a daemon that died is removed; a live
-         * one (something accepts connections) is not. */
-        struct stat st;
-        if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
-            if (connect(fd, (struct sockaddr *)&sun, sizeof sun) == 0) {
-                rv_err("listen %s: another server is already listening there", addr);
-                close(fd);
-                return -EADDRINUSE;
-            }
-            close(fd);
-            unlink(path);
-            fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-            if (fd < 0)
-                return -errno;
-        }
-        if (bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0 || listen(fd, 128) < 0) {
-            int e = -errno;
-            rv_err("listen %s: %s", addr, strerror(errno));
-            close(fd);
-            return e;
-        }
-        snprintf(l->unix_path, sizeof l->unix_path, "%s", path);
-        l->fd = fd;
-        return 0;
+        l->fd = rv_listen_unix(addr + 5, 128, false, "listen");
+        if (l->fd >= 0)
+            snprintf(l->unix_path, sizeof l->unix_path, "%s", addr + 5);
+    } else if (!strncmp(addr, "tcp:", 4)) {
+        l->fd = rv_listen_tcp(addr + 4, 128, "listen");
+    } else {
+        rv_err("listen %s: expected unix:PATH or tcp:HOST:PORT", addr);
+        l->fd = -EINVAL;
     }
-    if (!strncmp(addr, "tcp:", 4)) {
-        char host[256];
-        snprintf(host, sizeof host, "%s", addr + 4);
-        char *colon = strrchr(host, ':');
-        if (!colon || !colon[1]) {
-            rv_err("listen %s: expected tcp:HOST:PORT", addr);
-            return -EINVAL;
-        }
-        *colon = '\0';
-        const char *port = colon + 1;
-        char *h = host;
-        if (*h == '[') {                /* [::1]:10809 */
-            h++;
-            char *rb = strchr(h, ']');
-            if (rb)
-                *rb = '\0';
-        }
-        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                                  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-        struct addrinfo *ai;
-        int g = getaddrinfo(*h ? h : NULL, port, &hints, &ai);
-        if (g != 0) {
-            rv_err("listen %s: %s", addr, gai_strerror(g));
-            return -EINVAL;
-        }
-        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        int one = 1;
-        if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-            bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 128) < 0) {
-            int e = -errno;
-            rv_err("listen %s: %s", addr, strerror(errno));
-            if (fd >= 0)
-                close(fd);
-            freeaddrinfo(ai);
-            return e;
-        }
-        freeaddrinfo(ai);
-        l->fd = fd;
-        return 0;
+    if (l->fd < 0) {
+        int e = l->fd;
+        l->fd = -1;
+        return e;
     }
-    rv_err("listen %s: expected unix:PATH or tcp:HOST:PORT", addr);
-    return -EINVAL;
+    return 0;
 }
 
 static void listener_close(struct listener *l)

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "repvol/log.h"
+#include "repvol/netaddr.h"
 #include "repvol/peer_link.h"
 #include "repvol/repl_proto.h"
 #include "repvol/resync.h"
@@ -204,35 +205,6 @@ static void set_state(struct rv_peer *p, enum rv_peer_state s)
 }
 
 /* ------------------------------------------------------------ addresses */
-
-static int parse_hostport(const char *spec, struct sockaddr_storage *ss, socklen_t *len, bool passive)
-{
-    char host[256];
-    snprintf(host, sizeof host, "%s", spec);
-    if (!strncmp(host, "tcp:", 4))
-        memmove(host, host + 4, strlen(host + 4) + 1);
-    char *colon = strrchr(host, ':');
-    if (!colon || !colon[1])
-        return -EINVAL;
-    *colon = '\0';
-    const char *port = colon + 1;
-    char *h = host;
-    if (*h == '[') {
-        h++;
-        char *rb = strchr(h, ']');
-        if (rb)
-            *rb = '\0';
-    }
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                              .ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0) };
-    struct addrinfo *ai;
-    if (getaddrinfo(*h ? h : NULL, port, &hints, &ai) != 0)
-        return -EINVAL;
-    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
-    *len = ai->ai_addrlen;
-    freeaddrinfo(ai);
-    return 0;
-}
 
 static void tune_socket(int fd)
 {
@@ -1333,7 +1305,7 @@ static void peer_dial(struct rv_peer *p)
 {
     struct sockaddr_storage ss;
     socklen_t len;
-    if (parse_hostport(p->peer_addr, &ss, &len, false) < 0) {
+    if (rv_parse_hostport(p->peer_addr, &ss, &len, false) < 0) {
         rv_err("volume %s: bad peer address %s", p->v->meta.name, p->peer_addr);
         set_state(p, RV_PEER_REFUSED);
         return;
@@ -1373,14 +1345,8 @@ static void on_accept(struct rv_op *op, int res)
         return;
     }
     if (res >= 0) {
-        char addr[96] = "peer";
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        char host[64], port[16];
-        if (getpeername(res, (struct sockaddr *)&ss, &sl) == 0 &&
-            getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, port, sizeof port,
-                        NI_NUMERICHOST | NI_NUMERICSERV) == 0)
-            snprintf(addr, sizeof addr, "%s:%s", host, port);
+        char addr[96];
+        rv_peer_name(res, addr, sizeof addr);
         tune_socket(res);
         struct peer_conn *pc = pc_new(p, res, false, addr);
         if (!pc) {
@@ -1539,22 +1505,9 @@ int rv_peer_create(struct rv_peer **out, struct rv_volume *v, struct rv_loop *lo
 int rv_peer_start(struct rv_peer *p)
 {
     if (p->o.listen) {
-        struct sockaddr_storage ss;
-        socklen_t len;
-        if (parse_hostport(p->o.listen, &ss, &len, true) < 0) {
-            rv_err("volume %s: --repl-listen %s: expected HOST:PORT", p->v->meta.name, p->o.listen);
-            return -EINVAL;
-        }
-        int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        int one = 1;
-        if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-            bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 8) < 0) {
-            int e = -errno;
-            rv_err("volume %s: replication listener %s: %s", p->v->meta.name, p->o.listen, strerror(errno));
-            if (fd >= 0)
-                close(fd);
-            return e;
-        }
+        int fd = rv_listen_tcp(p->o.listen, 8, "replication listener");
+        if (fd < 0)
+            return fd;
         p->lfd = fd;
         peer_arm_accept(p);
         rv_info("volume %s: replication listening on %s", p->v->meta.name, p->o.listen);

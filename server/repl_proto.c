@@ -547,12 +547,8 @@ const char *rv_repl_strerror(int err)
     case RV_REPL_ERR_FIELD:
         return "frame or hello field out of range";
     }
-    if (err < 0 && err > -4096) {
-        const char *s = strerrordesc_np(-err);
-        if (s)
-            return s;
-    }
-    return "unknown error";
+    const char *desc = rv_errno_desc(err);
+    return desc ? desc : "unknown error";
 }
 
 const char *rv_repl_mode_name(uint32_t mode)

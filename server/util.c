@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <limits.h>
 #include <openssl/rand.h>
 
 #include "repvol/util.h"
@@ -114,4 +117,34 @@ uint64_t rv_now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int rv_fsync_parent_dir(const char *path)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    if (!slash) {
+        strcpy(dir, ".");
+    } else if (slash == path) {
+        strcpy(dir, "/");
+    } else {
+        size_t n = (size_t)(slash - path);
+        if (n >= sizeof dir)
+            return -ENAMETOOLONG;
+        memcpy(dir, path, n);
+        dir[n] = '\0';
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return -errno;
+    int r = 0;
+    if (fsync(dfd) < 0 && errno != EINVAL)   /* EINVAL: fs can't sync dirs */
+        r = -errno;
+    close(dfd);
+    return r;
+}
+
+const char *rv_errno_desc(int err)
+{
+    return err < 0 && err > -4096 ? strerrordesc_np(-err) : NULL;
 }

@@ -36,6 +36,13 @@ int rv_uuid_parse(const char *s, uint8_t uuid[RV_UUID_LEN]);
 #define RV_MARK_DEFINED(p, len) ((void)(p), (void)(len))
 #endif
 
+/* fsync the directory holding path, so a new directory entry is durable.
+ * 0 or -errno (a file system that can't sync directories counts as 0). */
+int rv_fsync_parent_dir(const char *path);
+
+/* Description of a negative errno value, or NULL if it isn't one. */
+const char *rv_errno_desc(int err);
+
 /* Monotonic clock in nanoseconds. */
 uint64_t rv_now_ns(void);
 
