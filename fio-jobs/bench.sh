@@ -14,8 +14,9 @@
 #   --modes LIST     direct,buffered (BENCH_MODES, default both)
 #   --jobs LIST      job names = fio-jobs/NAME.fio (BENCH_JOBS, default all six)
 #   --size SIZE      bytes of each target used, fio syntax: 1g, 512m (BENCH_SIZE, 1g)
-#   --runtime SECS   measured seconds per job (BENCH_RUNTIME, 4: the default
-#                    run, 5 targets x 2 modes x 6 jobs, takes about 7 minutes)
+#   --runtime SECS   measured seconds per job (BENCH_RUNTIME, 3: the default
+#                    run, 5 targets x 2 modes x 6 jobs, takes about 6 minutes;
+#                    use 10 or more for steadier numbers)
 #   --ramp SECS      seconds run before measuring (BENCH_RAMP, 1)
 #   --dir DIR        work directory for the images (BENCH_DIR, /var/tmp/repvol-bench);
 #                    every target's file lives here, so all are on one disk
@@ -840,7 +841,7 @@ lines.append("")
 lines.append("modes:")
 for t, m in modes:
     desc = next(r["mode_desc"] for r in recs if r["target"] == t and r["mode"] == m)
-    lines.append("  %-8s %-8s %s" % (t, m, desc))
+    lines.append("  %-9s %-8s %s" % (t, m, desc))
 text = "\n".join(lines) + "\n"
 print(text)
 open(out + "/table.txt", "w").write(text)
@@ -888,7 +889,7 @@ for t in targets:
         if not any(r["target"] == t and r["mode"] == m for r in recs):
             continue
         row = {"target": t, "mode": m}
-        head = "  %-18s" % ("%s/%s" % (t, m))
+        head = "  %-20s" % ("%s/%s" % (t, m))
         pad = " " * len(head)
         a, b = ok(t, m, "randwrite-4k-qd32"), ok("repvold", m, "randwrite-4k-qd32")
         if a and b:

@@ -97,6 +97,7 @@ struct peer_conn {
     struct rv_bufpool_waiter buf_wait;
     struct rv_op resume_op;
     bool resume_pending;
+    bool in_on_closed;          /* pc_on_closed is running: it frees at its end */
     /* connect */
     struct rv_op connect_op;
     struct sockaddr_storage sa;
@@ -154,6 +155,7 @@ struct rv_peer {
 };
 
 static void pc_close(struct peer_conn *pc, const char *why);
+static void pc_maybe_free(struct peer_conn *pc);
 static void fence_peer(struct rv_peer *p);
 static void peer_maybe_shutdown_done(struct rv_peer *p);
 static void pc_process(struct peer_conn *pc);
@@ -824,8 +826,7 @@ static void rreq_ack_sent(struct rv_sendq_item *it, int err)
         pc->resume_pending = true;
         rv_loop_defer(pc->p->loop, &pc->resume_op, 0);
     }
-    if (pc->state == PC_CLOSING && pc->sc_closed && pc->busy == 0)
-        pc_close(pc, NULL);     /* finishes the free */
+    pc_maybe_free(pc);
 }
 
 static void send_answer(struct peer_conn *pc, struct remote_req *rr, uint16_t type, uint32_t status,
@@ -943,8 +944,7 @@ static void resume_cb(struct rv_op *op, int res)
     struct peer_conn *pc = RV_CONTAINER_OF(op, struct peer_conn, resume_op);
     pc->resume_pending = false;
     if (pc->state == PC_CLOSING) {
-        if (pc->sc_closed && pc->busy == 0)
-            pc_close(pc, NULL);
+        pc_maybe_free(pc);
         return;
     }
     pc_process(pc);
@@ -962,6 +962,14 @@ static bool start_remote(struct peer_conn *pc, const struct rv_repl_hdr *h)
         return false;
     void *buf = NULL;
     if (h->type == RV_REPL_T_WRITE || h->type == RV_REPL_T_RESYNC_WRITE || h->type == RV_REPL_T_DIGEST_REQ) {
+        if (h->length > v->max_request) {
+            /* No buffer will ever fit it: waiting would stall the link. */
+            char why[128];
+            snprintf(why, sizeof why, "%s of %" PRIu32 " bytes is larger than this node's --max-request (%zu)",
+                     rv_repl_type_name(h->type), h->length, v->max_request);
+            pc_close(pc, why);
+            return true;        /* consumed: the connection is gone */
+        }
         buf = rv_bufpool_get(&v->pool, h->length);
         if (!buf) {
             rv_bufpool_wait(&v->pool, &pc->buf_wait);
@@ -1117,6 +1125,8 @@ static void pc_process(struct peer_conn *pc)
                 rv_sockconn_pause(sc);
                 return;
             }
+            if (pc->state == PC_CLOSING)
+                return;
             sc->rpos += RV_REPL_HDR_SIZE;
             continue;
         case RV_REPL_T_ACK:
@@ -1180,33 +1190,42 @@ static void pc_free(struct peer_conn *pc)
     peer_maybe_shutdown_done(p);
 }
 
+/* Free the connection once nothing refers to it: the socket is closed, no
+ * peer request is being applied, no resume is queued.  One place decides,
+ * so nested completions can't free it twice. */
+static void pc_maybe_free(struct peer_conn *pc)
+{
+    if (pc->sc_closed && pc->busy == 0 && !pc->resume_pending && !pc->in_on_closed)
+        pc_free(pc);
+}
+
 static void pc_on_closed(struct rv_sockconn *sc)
 {
     struct peer_conn *pc = RV_CONTAINER_OF(sc, struct peer_conn, sc);
     pc->sc_closed = true;
+    pc->in_on_closed = true;
     /* No socket operation refers to a leg's buffer any more: every leg the
      * connection still holds is "not on the peer". */
     while (pc->legs_head)
         leg_finish(pc, pc->legs_head, -ENOTCONN);
     if (pc->payload) {
+        /* A WRITE whose data never fully arrived: never applied, never
+         * acknowledged. */
         struct remote_req *rr = pc->payload;
         pc->payload = NULL;
-        rv_bufpool_put(&pc->p->v->pool, rr->req.buf);
-        rr->req.buf = NULL;
         rr->busy = false;
         rr->early_acked = false;
         rreq_ack_sent(&rr->ack, -ECONNRESET);
     }
-    if (pc->busy == 0 && !pc->resume_pending)
-        pc_free(pc);
+    pc->in_on_closed = false;
+    pc_maybe_free(pc);
 }
 
 static void pc_close(struct peer_conn *pc, const char *why)
 {
     struct rv_peer *p = pc->p;
     if (pc->sc_closed) {
-        if (pc->busy == 0 && !pc->resume_pending)
-            pc_free(pc);
+        pc_maybe_free(pc);
         return;
     }
     if (pc->state == PC_CLOSING && pc->sc.closing)

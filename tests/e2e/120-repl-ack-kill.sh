@@ -22,7 +22,7 @@ require_binaries
 ACK_CHECKER=$abs_top_builddir/tests/helpers/ack-checker
 [ -x "$ACK_CHECKER" ] || fail "$ACK_CHECKER not built (make check builds it)"
 
-SIZE=$((512 << 20))
+SIZE=$((384 << 20))
 ROUNDS=${ACK_KILL_ROUNDS:-3}
 repl_setup
 SLOW_QDISC=()

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2119 # stop_repvold takes optional arguments
 # A misbehaving replication peer (tests/helpers/repl-bad-peer) against the
 # secondary B's replication port, every scenario: B answers as the protocol
 # says (a REFUSE with the right reason, or it closes the link), survives,
-# and writes nothing (also not past the data: bitmap, superblock).  Then a third node barging in on a live pair is
+# and writes nothing (also not past the data: bitmap, superblock); a WRITE
+# larger than B's --max-request gets a NACK or a close, not a stall.  Then a third node barging in on a live pair is
 # refused BUSY without disturbing the pair, a lone primary refuses a second
 # primary (BOTH_PRIMARY), and at the end the real primary A still connects
 # and replicates a write: both data regions are exactly what A's client
@@ -91,6 +93,21 @@ for sc in $SCENARIOS; do
     check_log_clean "${NODE_LOG[B]}"
 done
 grep -E 'refusing peer|lost peer|closed:' "${NODE_LOG[B]}" | sed 's/^/    B: /' | tail -n 20
+
+step "bad peer -> B with --max-request 1M: write-oversized (a legal 2 MiB WRITE B can't take)"
+node_stop B
+node_start B "$TEST_DIR/b.img" secondary --max-request 1M
+rc=0
+bad_peer B "$TEST_DIR/write-oversized.out" write-oversized || rc=$?
+[ "$rc" -eq 0 ] || failed "DAEMON BUG: a WRITE above the secondary's --max-request got neither a NACK nor a close within 5 s (the link stalls until --peer-timeout)"
+sleep 0.2
+if node_alive B; then
+    node_stop B
+else
+    failed "DAEMON BUG: secondary B died after write-oversized"
+    node_kill B
+fi
+node_start B "$TEST_DIR/b.img" secondary
 
 step "B's data region is untouched"
 assert_eq "$(data_sha "$TEST_DIR/b.img" "$SIZE")" "$ZERO_SHA" "B's data region after the bad peers"

@@ -36,10 +36,11 @@ print(p.get("state", "none"), s.get("state", "none"), s.get("percent", 0), s.get
 # runs and finished it (sync none, nothing left, peer connected on both
 # sides).  Sets MAX_DONE (largest bytes_done seen), FINAL (A's fields).
 wait_resync_done() {
-    local runs0=$1 secs=$2 i f
+    local runs0=$1 secs=$2 f
     local ps ss pct done left runs ds
+    local deadline=$((SECONDS + $(tscale "$secs")))
     MAX_DONE=0
-    for ((i = 0; i < $(tscale "$secs") * 5; i++)); do
+    while [ "$SECONDS" -lt "$deadline" ]; do
         f=$(sync_fields A)
         read -r ps ss pct done left runs ds <<<"$f"
         [ "$done" -gt "$MAX_DONE" ] && MAX_DONE=$done
@@ -59,8 +60,8 @@ wait_resync_done() {
 # wait_not_connected N SECS: node N has given up on its peer (disconnected,
 # or redialling: "connecting" lasts while SYNs go unanswered).
 wait_not_connected() {
-    local i s=
-    for ((i = 0; i < $(tscale "$2") * 10; i++)); do
+    local s= deadline=$((SECONDS + $(tscale "$2")))
+    while [ "$SECONDS" -lt "$deadline" ]; do
         s=$(node_peer_state "$1")
         case $s in connected | handshake | unknown) ;; *) return 0 ;; esac
         sleep 0.1
@@ -89,10 +90,11 @@ info "primary degraded: $left bytes dirty"
 
 step "restart the secondary: resync at $RATE/s"
 node_start B "$TEST_DIR/b.img" secondary "${PEER_ARGS[@]}"
-for ((i = 0; ; i++)); do
+deadline=$((SECONDS + $(tscale 30)))
+while :; do
     read -r ps ss pct _ _ _ _ <<<"$(sync_fields A)"
     [ "$ss" = source ] && break
-    [ "$i" -lt $(($(tscale 30) * 20)) ] || fail "primary not resyncing 30 s after the secondary's restart (peer $ps, sync $ss)"
+    [ "$SECONDS" -lt "$deadline" ] || fail "primary not resyncing 30 s after the secondary's restart (peer $ps, sync $ss)"
     sleep 0.05
 done
 [ "${pct%.*}" -lt 50 ] || fail "resync already ${pct}% done when first seen: the rate limit did not hold"
@@ -104,12 +106,12 @@ fio --name=load --ioengine=nbd --uri="${NODE_URI[A]}" --rw=randwrite --bssplit=4
     --output="$TEST_DIR/fio-load.out" </dev/null &
 FIO=$!
 track_pid "$FIO"
-overlap=0 samples=0
+overlap=0 samples=0 deadline=$((SECONDS + $(tscale 60)))
 while pid_alive "$FIO"; do
     read -r ps ss pct _ _ _ _ <<<"$(sync_fields A)"
     samples=$((samples + 1))
     [ "$ss" = source ] && overlap=$((overlap + 1))
-    [ "$samples" -lt $(($(tscale 60) * 10)) ] || break
+    [ "$SECONDS" -lt "$deadline" ] || break
     sleep 0.1
 done
 rc=0

@@ -37,10 +37,11 @@ print(p.get("state", "none"), s.get("state", "none"), s.get("percent", 0), s.get
 # runs and finished it (sync none, nothing left, peer connected on both
 # sides).  Sets MAX_DONE (largest bytes_done seen), FINAL (A's fields).
 wait_resync_done() {
-    local runs0=$1 secs=$2 i f
+    local runs0=$1 secs=$2 f
     local ps ss pct done left runs ds
+    local deadline=$((SECONDS + $(tscale "$secs")))
     MAX_DONE=0
-    for ((i = 0; i < $(tscale "$secs") * 5; i++)); do
+    while [ "$SECONDS" -lt "$deadline" ]; do
         f=$(sync_fields A)
         read -r ps ss pct done left runs ds <<<"$f"
         [ "$done" -gt "$MAX_DONE" ] && MAX_DONE=$done
@@ -60,8 +61,8 @@ wait_resync_done() {
 # wait_not_connected N SECS: node N has given up on its peer (disconnected,
 # or redialling: "connecting" lasts while SYNs go unanswered).
 wait_not_connected() {
-    local i s=
-    for ((i = 0; i < $(tscale "$2") * 10; i++)); do
+    local s= deadline=$((SECONDS + $(tscale "$2")))
+    while [ "$SECONDS" -lt "$deadline" ]; do
         s=$(node_peer_state "$1")
         case $s in connected | handshake | unknown) ;; *) return 0 ;; esac
         sleep 0.1

@@ -37,10 +37,11 @@ print(p.get("state", "none"), s.get("state", "none"), s.get("percent", 0), s.get
 # runs and finished it (sync none, nothing left, peer connected on both
 # sides).  Sets MAX_DONE (largest bytes_done seen), FINAL (A's fields).
 wait_resync_done() {
-    local runs0=$1 secs=$2 i f
+    local runs0=$1 secs=$2 f
     local ps ss pct done left runs ds
+    local deadline=$((SECONDS + $(tscale "$secs")))
     MAX_DONE=0
-    for ((i = 0; i < $(tscale "$secs") * 5; i++)); do
+    while [ "$SECONDS" -lt "$deadline" ]; do
         f=$(sync_fields A)
         read -r ps ss pct done left runs ds <<<"$f"
         [ "$done" -gt "$MAX_DONE" ] && MAX_DONE=$done
@@ -60,8 +61,8 @@ wait_resync_done() {
 # wait_not_connected N SECS: node N has given up on its peer (disconnected,
 # or redialling: "connecting" lasts while SYNs go unanswered).
 wait_not_connected() {
-    local i s=
-    for ((i = 0; i < $(tscale "$2") * 10; i++)); do
+    local s= deadline=$((SECONDS + $(tscale "$2")))
+    while [ "$SECONDS" -lt "$deadline" ]; do
         s=$(node_peer_state "$1")
         case $s in connected | handshake | unknown) ;; *) return 0 ;; esac
         sleep 0.1
@@ -85,8 +86,8 @@ degraded_write() {
 
 # wait_midway: until A's resync is between 10% and 90%; sets MID_DONE.
 wait_midway() {
-    local i ps ss pct done
-    for ((i = 0; i < $(tscale 30) * 20; i++)); do
+    local ps ss pct done deadline=$((SECONDS + $(tscale 30)))
+    while [ "$SECONDS" -lt "$deadline" ]; do
         read -r ps ss pct done _ _ _ <<<"$(sync_fields A)"
         if [ "$ss" = source ] && [ "${pct%.*}" -ge 10 ]; then
             [ "${pct%.*}" -lt 90 ] || fail "resync already at ${pct}% when first seen past 10%: the rate limit did not hold"
@@ -128,7 +129,7 @@ info "secondary killed: $done1 bytes were synced, $left left"
 step "round 1: restart the secondary: the resync resumes"
 read -r _ _ _ _ _ RUNS0 _ <<<"$(sync_fields A)"
 node_start B "$TEST_DIR/b.img" secondary "${PEER_ARGS[@]}"
-wait_resync_done "$RUNS0" 60
+wait_resync_done "$RUNS0" 30
 read -r _ _ _ done2 _ runs _ <<<"$FINAL"
 [ "$MAX_DONE" -gt "$done2" ] && done2=$MAX_DONE
 total=$((done1 + done2))
@@ -157,7 +158,7 @@ info "primary killed; the secondary is $ds"
 step "round 2: restart the primary (no rate limit): the resync resumes"
 node_start A "$TEST_DIR/a.img" primary "${PEER_ARGS[@]}"
 grep -q 'was not shut down cleanly' "${NODE_LOG[A]}" || fail "the restarted primary did not notice its crash"
-wait_resync_done 0 60
+wait_resync_done 0 30
 read -r _ _ _ done _ runs _ <<<"$FINAL"
 info "resumed resync done: $done bytes (run $runs)"
 node_stop A

@@ -204,6 +204,19 @@ static void raw_struct(const uint8_t *b, size_t short_len)
 
     check_layout(m.data_size, m.bm_granularity);
 
+    /* The file-size check on unvalidated sizes (file size: any u64 from
+     * the input). */
+    struct rv_meta_layout lay;
+    int lr = rv_meta_layout(m.data_size, m.bm_granularity, &lay);
+    uint64_t fsize = rv_get_be64(b + RV_META_OFF_CTIME);
+    int fr = rv_meta_check_file_size(&m, fsize);
+    if (lr) {
+        FUZZ_CHECK(fr == RV_META_ERR_FIELD);
+    } else {
+        FUZZ_CHECK(fr == (fsize == lay.file_size ? 0 : RV_META_ERR_SIZE));
+        FUZZ_CHECK(rv_meta_check_file_size(&m, lay.file_size) == 0);
+    }
+
     char *full = malloc(RV_META_WHY_LEN), *shrt = malloc(short_len);
     FUZZ_CHECK(full && shrt);
     int r = rv_meta_check(&m, full, RV_META_WHY_LEN);

@@ -14,7 +14,8 @@
  *     3     1  0, or: call nbd_hs_set_shutdown before feed number N
  *     4     2  seed for chunk and drain sizes; 0 = feed everything at once
  *              and drain everything after each feed
- *     6     1  drain policy: 0 = drain all; else random partial drains
+ *     6     1  bits 0-6 drain policy: 0 = drain all; else random partial
+ *              drains; bit 7: export unavailable (a replication secondary)
  *     7     1  largest chunk = 1 + 64 * b bytes
  *     8     -  the bytes the client sends: client flags, options; after a
  *              successful handshake, transmission-phase requests
@@ -316,6 +317,8 @@ static void setup_export(struct nbd_hs_export *exp, const uint8_t *pre)
     }
     exp->size = sizes[pre[0] >> 6];
     exp->tflags = rv_get_be16(pre + 1);
+    if (pre[6] & 0x80)
+        exp->unavailable = "the volume is a replication secondary here; connect to the primary";
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -337,7 +340,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     unsigned shutdown_at = pre[3];
     uint16_t seed = rv_get_be16(pre + 4);
     bool one_shot = seed == 0;
-    bool drain_partial = pre[6] != 0 && !one_shot;
+    bool drain_partial = (pre[6] & 0x7f) != 0 && !one_shot;
     size_t max_chunk = 1 + 64 * (size_t)pre[7];
     struct fuzz_rng rng;
     fuzz_rng_seed(&rng, seed);
@@ -443,7 +446,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     case NBD_HS_DONE:
         FUZZ_CHECK(hs.close_reason == NULL);
-        FUZZ_CHECK(!shut);
+        FUZZ_CHECK(!shut && !exp.unavailable);
         check_done(&exp, in);
         if (hs.result.go) {
             FUZZ_CHECK(c.last_opt == NBD_OPT_GO && c.last_type == NBD_REP_ACK);

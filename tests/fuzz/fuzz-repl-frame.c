@@ -378,6 +378,9 @@ static void do_refuse(struct ctx *c, const uint8_t *p, size_t len, uint32_t reas
     int r = rv_repl_decode_refuse_msg(p, len, msg, c->msglen);
     FUZZ_CHECK(r == (len > RV_REPL_REFUSE_MSG_MAX ? RV_REPL_ERR_LENGTH : 0));
     FUZZ_CHECK(rv_repl_decode_refuse_msg(p, len, NULL, 0) == r);
+    /* A NULL payload is an empty one. */
+    FUZZ_CHECK(rv_repl_decode_refuse_msg(NULL, len, msg, c->msglen) == r && msg[0] == '\0');
+    FUZZ_CHECK(rv_repl_decode_refuse_msg(p, len, msg, c->msglen) == r);
     fuzz_check_cstr(msg, c->msglen);
     model_refuse_msg(p, len, want, c->msglen);
     FUZZ_CHECKF(strcmp(msg, want) == 0, "refuse msg \"%s\", contract says \"%s\"", msg, want);
@@ -485,6 +488,7 @@ static void frame_stream(struct ctx *c, const uint8_t *p, size_t len)
 
 static void mode_parse(const uint8_t *p, size_t len)
 {
+    FUZZ_CHECK(rv_repl_strerror(len ? -(int)p[0] : 0) != NULL);
     char s[4] = { 0 };
     memcpy(s, p, RV_MIN(len, sizeof s - 1));
     uint32_t mode = 0xa5a5a5a5;

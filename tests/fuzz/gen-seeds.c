@@ -357,6 +357,23 @@ static void gen_handshake(void)
     opt(&b, NBD_OPT_EXPORT_NAME, "", 0);
     save(h, "shutdown", &b);
 
+    /* A replication secondary: the export exists but is unavailable. */
+    hs_prefix(&b, EXP_REPVOLD, TF_REPVOLD, 0, 0, 0x80, 0);
+    client_flags(&b, fl);
+    opt(&b, NBD_OPT_LIST, NULL, 0);
+    opt_info_go(&b, NBD_OPT_INFO, "", 1, NBD_INFO_NAME);
+    opt_info_go(&b, NBD_OPT_GO, "vol0", 0);
+    opt(&b, NBD_OPT_EXPORT_NAME, "vol0", 4);
+    save(h, "secondary-unavailable", &b);
+
+    /* A client that never ends the handshake: hung up on after
+     * NBD_HS_MAX_OPTIONS options. */
+    hs_prefix(&b, EXP_REPVOLD, TF_REPVOLD, 0, 0, 0, 0);
+    client_flags(&b, fl);
+    for (unsigned i = 0; i <= NBD_HS_MAX_OPTIONS; i++)
+        opt(&b, NBD_OPT_STRUCTURED_REPLY, NULL, 0);
+    save(h, "too-many-options", &b);
+
     /* Fatal: ABORT, bad option magic, unknown client flags, non-fixed
      * newstyle, an over-long EXPORT_NAME. */
     hs_prefix(&b, EXP_REPVOLD, TF_REPVOLD, 0, 0, 0, 0);

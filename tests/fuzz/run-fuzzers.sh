@@ -222,7 +222,10 @@ run_one() {   # harness log
         if [ ${#inputs[@]} -gt 0 ]; then
             echo "== replay ${#inputs[@]} inputs"
             "$bin" "${common[@]}" "${inputs[@]}" >/dev/null 2>"$log.replay" || {
-                cat "$log.replay"; echo "REPLAY FAILED"; rc=1; }
+                cat "$log.replay"
+                echo "REPLAY FAILED on $(grep '^Running: ' "$log.replay" | tail -1 | cut -c10-)"
+                rc=1
+            }
             tail -n 3 "$log.replay"
         fi
         # 2. Fuzz, starting from the seeds and regressions.  New inputs go to

@@ -30,6 +30,9 @@
  *                         (the bitmap area)               [NACK, or close; never ACK]
  *   trim-past-end         good HELLO, then a TRIM of the 1 MiB after the data
  *                         (bitmap and superblock)         [NACK, or close; never ACK]
+ *   write-oversized       good HELLO, then a 2 MiB WRITE at offset 0 with its
+ *                         payload; for a daemon started with --max-request
+ *                         below 2 MiB                     [NACK, or close; never ACK]
  *   truncated-write       good HELLO, then a 4 KiB WRITE (offset 0) with only
  *                         1000 bytes of its payload, then shutdown(SHUT_WR)
  *                         (the link dies in the middle of a payload)  [close]
@@ -429,18 +432,20 @@ static int judge(int fd, const struct answer *a, const struct expect *e)
 }
 
 /* After the daemon accepted our hello and we sent something bad: it must
- * close the link (PINGs on the way are fine; a REFUSE PROTOCOL too). */
-static int expect_drop(int fd)
+ * close the link within 5 s of *t0 (keepalives on the way are fine; a
+ * REFUSE PROTOCOL too). */
+static int expect_drop(int fd, const struct timespec *t0)
 {
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
         struct answer a;
         read_answer(fd, &a);
-        if (a.kind == A_OTHER && (a.type == RV_REPL_T_PING || a.type == RV_REPL_T_PONG) &&
-            elapsed_ms(&t0) < TIMEOUT_MS) {
-            say("(daemon sent %s; still waiting for it to close)", a.text);
+        long ms = elapsed_ms(t0);
+        if (a.kind == A_OTHER && (a.type == RV_REPL_T_PING || a.type == RV_REPL_T_PONG) && ms < TIMEOUT_MS)
             continue;
+        if (ms > TIMEOUT_MS) {
+            say("daemon answered after %ld ms: %s", ms, a.text);
+            say("FAIL: expected the daemon to close the link within %d ms", TIMEOUT_MS);
+            return 1;
         }
         struct expect e = { .kind = E_CLOSE };
         return judge(fd, &a, &e);
@@ -448,20 +453,20 @@ static int expect_drop(int fd)
 }
 
 /* After a request the daemon must not carry out: a NACK, or it closes the
- * link; an ACK is a failure. */
-static int expect_nack(int fd)
+ * link, within 5 s of *t0 (when we started sending); an ACK is a failure. */
+static int expect_nack(int fd, const struct timespec *t0)
 {
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
         struct answer a;
         read_answer(fd, &a);
-        if (a.kind == A_OTHER && (a.type == RV_REPL_T_PING || a.type == RV_REPL_T_PONG) &&
-            elapsed_ms(&t0) < TIMEOUT_MS) {
-            say("(daemon sent %s; still waiting for its answer)", a.text);
-            continue;
+        long ms = elapsed_ms(t0);
+        if (a.kind == A_OTHER && (a.type == RV_REPL_T_PING || a.type == RV_REPL_T_PONG) && ms < TIMEOUT_MS)
+            continue;           /* keepalives: still waiting for the answer */
+        say("daemon answered after %ld ms: %s", ms, a.text);
+        if (ms > TIMEOUT_MS) {
+            say("FAIL: expected a NACK or a close within %d ms of the request", TIMEOUT_MS);
+            return 1;
         }
-        say("daemon answered: %s", a.text);
         if (a.kind == A_OTHER && a.type == RV_REPL_T_NACK) {
             say("OK: expected NACK or close (NACK status %" PRIu32 ": %s)", a.reason, strerror((int)a.reason));
             return 0;
@@ -486,7 +491,7 @@ static void usage(FILE *f)
             "scenarios: hello-wrong-version hello-proto-2 hello-wrong-uuid hello-wrong-size\n"
             "           hello-both-primary hello-secondary hello-short-body truncated-header\n"
             "           length-past-bound unknown-type unknown-type-after-hello write-past-end\n"
-            "           trim-past-end truncated-write garbage write-before-hello\n");
+            "           trim-past-end write-oversized truncated-write garbage write-before-hello\n");
 }
 
 int main(int argc, char **argv)
@@ -602,7 +607,7 @@ int main(int argc, char **argv)
     /* The scenario's hello and expectation. */
     struct expect exp = { .kind = E_REFUSE_OR_CLOSE, .reason = RV_REPL_REFUSE_PROTOCOL };
     enum { S_HELLO, S_TRUNC, S_PAST_BOUND, S_UNKNOWN, S_UNKNOWN_AFTER, S_TRUNC_WRITE, S_WRITE_PAST_END,
-           S_TRIM_PAST_END, S_GARBAGE, S_WRITE_FIRST } kind = S_HELLO;
+           S_TRIM_PAST_END, S_WRITE_OVERSIZED, S_GARBAGE, S_WRITE_FIRST } kind = S_HELLO;
     bool wrong_version = false, short_body = false;
     if (!strcmp(scenario, "hello-wrong-version")) {
         wrong_version = true;
@@ -638,6 +643,8 @@ int main(int argc, char **argv)
         kind = S_WRITE_PAST_END;
     } else if (!strcmp(scenario, "trim-past-end")) {
         kind = S_TRIM_PAST_END;
+    } else if (!strcmp(scenario, "write-oversized")) {
+        kind = S_WRITE_OVERSIZED;
     } else if (!strcmp(scenario, "truncated-write")) {
         kind = S_TRUNC_WRITE;
     } else if (!strcmp(scenario, "garbage")) {
@@ -725,7 +732,8 @@ int main(int argc, char **argv)
     case S_UNKNOWN_AFTER:
     case S_TRUNC_WRITE:
     case S_WRITE_PAST_END:
-    case S_TRIM_PAST_END: {
+    case S_TRIM_PAST_END:
+    case S_WRITE_OVERSIZED: {
         n = build_hello(frame, &hello);
         r = send_all(fd, frame, n);
         say("sent a good HELLO: %s", io_str(r));
@@ -742,6 +750,8 @@ int main(int argc, char **argv)
             break;
         }
         say("daemon answered: %s", a.text);
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         if (kind == S_UNKNOWN_AFTER) {
             struct rv_repl_hdr h = { .type = 99, .seq = 1 };
             rv_repl_encode_hdr(frame, &h);
@@ -757,7 +767,20 @@ int main(int argc, char **argv)
             r = send_all(fd, frame, RV_REPL_HDR_SIZE + h.payload_len);
             say("sent a %s of %" PRIu32 " bytes at offset %" PRIu64 " (the end of the data): %s",
                 rv_repl_type_name(h.type), h.length, h.offset, io_str(r));
-            rc = expect_nack(fd);
+            rc = expect_nack(fd, &t0);
+            break;
+        } else if (kind == S_WRITE_OVERSIZED) {
+            const uint32_t len = 2u << 20;
+            struct rv_repl_hdr h = { .type = RV_REPL_T_WRITE, .seq = 1, .offset = 0, .length = len,
+                                     .payload_len = len };
+            rv_repl_encode_hdr(frame, &h);
+            r = send_all(fd, frame, RV_REPL_HDR_SIZE);
+            memset(frame, 0xab, 4096);
+            for (uint32_t done = 0; done < len && r == IO_OK; done += 4096)
+                r = send_all(fd, frame, 4096);
+            say("sent a WRITE of %" PRIu32 " bytes at offset 0 with its payload: %s%s", len, io_str(r),
+                r == IO_TIMEOUT ? " (the daemon stopped reading)" : "");
+            rc = expect_nack(fd, &t0);
             break;
         } else if (kind == S_TRUNC_WRITE) {
             struct rv_repl_hdr h = { .type = RV_REPL_T_WRITE, .seq = 1, .offset = 0, .length = 4096,
@@ -778,7 +801,7 @@ int main(int argc, char **argv)
                 r = send_all(fd, frame + RV_REPL_HDR_SIZE, 4096);
             say("sent a WRITE header with length = payload_len = 64 MiB and 64 KiB of payload: %s", io_str(r));
         }
-        rc = expect_drop(fd);
+        rc = expect_drop(fd, &t0);
         break;
     }
     default:
