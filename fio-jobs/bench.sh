@@ -511,8 +511,9 @@ repl_teardown() {
 # shared by repl and repl-disk), copied to SECONDARY_IMAGE: both start with
 # the same data and the same data generation, i.e. in sync.
 repl_prepare() {
-    [ -x "$BUILD/repvold" ] && [ -x "$BUILD/repvol" ] ||
+    if ! [ -x "$BUILD/repvold" ] || ! [ -x "$BUILD/repvol" ]; then
         die "no $BUILD/repvold or $BUILD/repvol: build first (see README), or pass --build DIR"
+    fi
     repl_net_setup
     if [ "$REPL_FILLED" != 1 ]; then
         rm -f "$REPL_IMG_A"

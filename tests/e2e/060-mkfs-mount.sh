@@ -67,7 +67,18 @@ detach() {
         sleep 0.1
     done
     LOOP=
-    tmo 30 fusermount3 -u "$FUSE" || fail "fusermount3 -u"
+    # The loop driver lets go of the FUSE file a moment after `losetup -d`
+    # returns: retry the unmount while it is still busy (bounded).
+    local ok=
+    for ((i = 0; i < 50; i++)); do
+        if [ -z "$(losetup -j "$FUSE/disk" -O NAME -n 2>/dev/null)" ] &&
+            timeout 10 fusermount3 -u "$FUSE" 2>/dev/null; then
+            ok=1
+            break
+        fi
+        sleep 0.2
+    done
+    [ -n "$ok" ] || tmo 30 fusermount3 -u "$FUSE" || fail "fusermount3 -u"
     wait_bounded "$NBDFUSE_PID" 20 || { cat "$TEST_DIR/nbdfuse.log" >&2; fail "nbdfuse did not exit cleanly"; }
     stop_repvold
 }

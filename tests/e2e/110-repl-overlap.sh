@@ -11,7 +11,7 @@
 # Mode C always; OVERLAP_MODES (default "C B A") adds the mixed phase in
 # modes B and A, where the peer acknowledges on receipt (B) or not at all
 # before the client's answer (A), so the secondary's ordering counts too.
-# OVERLAP_RUNTIME: seconds per fio phase (default 4).
+# OVERLAP_RUNTIME: seconds per fio phase (default 3).
 . "$(dirname "$0")/functions.sh"
 . "$_e2e_here/repl-functions.sh"
 require_binaries
@@ -22,7 +22,7 @@ require_cmd cmp diffutils
 SIZE=$((64 << 20))
 REGION_OFF=$((4 << 20))     # the hot region: 1 MiB at 4 MiB
 REGION_LEN=$((1 << 20))
-RUNTIME=${OVERLAP_RUNTIME:-4}
+RUNTIME=${OVERLAP_RUNTIME:-3}
 MODES=${OVERLAP_MODES:-C B A}
 repl_setup
 

@@ -3,6 +3,9 @@
 #   1. A primary, B secondary, in sync with some data.  The link is cut; both
 #      notice; B is promoted; each node writes different data (partly the
 #      same region, partly regions only one side touched).
+#      The partition lasts a while (longer than the peer timeout and the
+#      5 s connect timeout): both primaries keep dialing a silent peer and
+#      keep serving.
 #   2. The link is restored.  Both nodes refuse each other: peer state
 #      "split-brain" on both (last_refusal says SPLIT BRAIN, the text status
 #      too), and it stays that way (no retry connects them); neither
@@ -22,7 +25,8 @@ require_python_nbd
 
 SIZE=$((128 << 20))
 MiB=$((1 << 20))
-PEER_ARGS=(--peer-timeout 1000)
+PEER_ARGS=(--peer-timeout 2000)
+PARTITION_SECS=7                # how long the cut lasts after B's promotion
 
 repl_setup
 [ "$REPL_NET" = netns ] || skip "cutting the link needs network namespaces (root and iproute2)"
@@ -97,6 +101,16 @@ info "A: generation $ga based on $ba; B: generation $gb based on $bb"
 [ "$ga" != "$gb" ] || fail "A and B are at the same generation after writing apart"
 assert_eq "$ba" "$BASE_GEN" "A's base generation"
 assert_eq "$bb" "$BASE_GEN" "B's base generation"
+step "the partition lasts $PARTITION_SECS s: both primaries keep serving"
+for ((t = 0; t < PARTITION_SECS; t++)); do
+    sleep 1
+    for n in A B; do
+        node_alive "$n" || { tail -20 "${NODE_LOG[$n]}" >&2; fail "node $n died during the partition"; }
+    done
+done
+for n in A B; do
+    tmo 10 nbdinfo --size "${NODE_URI[$n]}" >/dev/null || fail "node $n's export stopped answering during the partition"
+done
 cp --sparse=always "$TEST_DIR/a.img" "$TEST_DIR/a.split"
 cp --sparse=always "$TEST_DIR/b.img" "$TEST_DIR/b.split"
 SHA_A=$(data_sha "$TEST_DIR/a.img" "$SIZE")
