@@ -137,6 +137,7 @@ struct rv_peer {
     void *shutdown_arg;
     unsigned conns_alive;
     char last_refusal[RV_REPL_REFUSE_MSG_MAX + RV_REPL_MSG_LEN + 128];
+    char last_error[160];               /* why the link last went down */
     struct rv_resync *rs;
     struct rv_verify *vf;
     bool planned_close;                 /* role change: not a loss */
@@ -268,7 +269,7 @@ static void log_refusal(struct rv_peer *p, const char *fmt_who, const char *addr
     snprintf(line, sizeof line, "%s: %s", rv_repl_refuse_name(reason), msg);
     enum rv_log_level lvl = strcmp(line, p->last_refusal) ? RV_LOG_ERROR : RV_LOG_DEBUG;
     rv_log(lvl, "volume %s: %s %s: %s%s", p->v->meta.name, fmt_who, addr, line,
-           lvl == RV_LOG_ERROR ? " (retrying; repeats are logged at debug level)" : "");
+           lvl == RV_LOG_ERROR ? " (repeats are logged at debug level)" : "");
     memcpy(p->last_refusal, line, sizeof line);
 }
 
@@ -784,6 +785,8 @@ static void handle_answer(struct peer_conn *pc, const struct rv_repl_hdr *h)
          * the link so the copies are resynced before it is trusted again. */
         rv_err("volume %s: peer %s failed to apply request %" PRIu64 ": %s; disconnecting",
                p->v->meta.name, pc->addr, h->seq, strerror((int)h->status));
+        snprintf(p->last_error, sizeof p->last_error, "peer failed to store a write: %s; its copy is "
+                 "behind (the dirty bitmap records what it misses)", strerror((int)h->status));
         pc_close(pc, "peer failed a write");
         return;
     }
@@ -1249,6 +1252,8 @@ static void pc_close(struct peer_conn *pc, const char *why)
         p->disconnects++;
     } else if (was_connected) {
         p->disconnects++;
+        if (why && !strstr(why, "peer failed"))
+            snprintf(p->last_error, sizeof p->last_error, "link lost: %s", why);
         rv_warn("volume %s: lost peer %s: %s%s", p->v->meta.name, pc->addr, why ? why : "closed",
                 p->v->role == RV_ROLE_PRIMARY ? "; continuing without it, recording what it misses" : "");
         if (p->v->role == RV_ROLE_PRIMARY && p->o.mode == RV_MODE_C && p->fence_handler[0])
@@ -1769,6 +1774,8 @@ void rv_peer_status(const struct rv_peer *p, bool json, struct rv_strbuf *out)
                      p->frames_sent, p->bytes_replicated, p->acks, p->nacks, p->connects, p->disconnects,
                      p->rtt_ns_last / 1000, pc ? pc->sc.bytes_out : 0, pc ? pc->sc.bytes_in : 0);
         rv_sb_json_str(out, p->last_refusal);
+        rv_sb_printf(out, ",\"last_error\":");
+        rv_sb_json_str(out, p->last_error);
         rv_sb_printf(out, ",\"sync\":");
         rv_resync_status(p->rs, true, out);
         rv_sb_printf(out, ",\"verify\":");
@@ -1794,6 +1801,8 @@ void rv_peer_status(const struct rv_peer *p, bool json, struct rv_strbuf *out)
     rv_verify_status(p->vf, false, out);
     if (p->last_refusal[0])
         rv_sb_printf(out, "refused:     %s\n", p->last_refusal);
+    if (p->last_error[0] && p->state != RV_PEER_CONNECTED)
+        rv_sb_printf(out, "peer error:  %s\n", p->last_error);
     if (p->listen_addr[0])
         rv_sb_printf(out, "listening:   %s\n", p->listen_addr);
 }

@@ -13,7 +13,9 @@ void rv_status_render(const struct rv_volume *v, struct rv_frontend *fe, bool js
     if (json) {
         rv_sb_printf(out, "{\"name\":");
         rv_sb_json_str(out, v->meta.name);
-        rv_sb_printf(out, ",\"uuid\":\"%s\",\"path\":", v->uuid_str);
+        rv_sb_printf(out, ",\"uuid\":\"%s\",\"last_error\":", v->uuid_str);
+        rv_sb_json_str(out, v->last_error);
+        rv_sb_printf(out, ",\"path\":");
         rv_sb_json_str(out, v->path);
         rv_sb_printf(out, ",\"size\":%" PRIu64 ",\"role\":\"%s\",\"disk_state\":\"%s\",\"cache\":\"%s\","
                      "\"readonly\":%s,\"inflight\":%u,"
@@ -51,6 +53,8 @@ void rv_status_render(const struct rv_volume *v, struct rv_frontend *fe, bool js
                  rv_cache_mode_name(v->be->cache), v->readonly ? ", read-only" : "", inflight,
                  s->reads, s->writes, s->flushes, s->trims, s->zeroes, s->errors,
                  rv_format_size(s->bytes_read, rd, sizeof rd), rv_format_size(s->bytes_written, wr, sizeof wr));
+    if (v->last_error[0])
+        rv_sb_printf(out, "last error:  %s\n", v->last_error);
     rv_sb_printf(out, "generation:  %016" PRIx64 "%s\n", v->meta.current_gen,
                  v->meta.bitmap_gen ? " (ahead of the peer)" : "");
     if (v->peer)

@@ -174,8 +174,14 @@ static void req_complete(struct rv_req *req, int result)
     struct rv_volume *v = req->vol;
     req->result = result;
     v->stats.inflight--;
-    if (result < 0)
+    if (result < 0) {
         v->stats.errors++;
+        /* Bounds and role refusals are the client's business; failures of
+         * the image (ENOSPC, EIO) are the operator's: status shows them. */
+        if (req->local.result < 0 || result == -EIO)
+            snprintf(v->last_error, sizeof v->last_error, "%s off=%" PRIu64 " len=%" PRIu32 ": %s",
+                     rv_io_type_name(req->type), req->off, req->len, strerror(-result));
+    }
     req->done(req);
 }
 
@@ -337,6 +343,7 @@ void rv_volume_submit(struct rv_volume *v, struct rv_req *req)
 {
     req->vol = v;
     req->result = 0;
+    req->local.result = 0;
     req->started = req->parked = req->ordered = req->al = false;
     req->ord_prev = req->ord_next = req->park_next = NULL;
     memset(&req->peer, 0, sizeof req->peer);

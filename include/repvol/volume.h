@@ -97,6 +97,7 @@ struct rv_volume {
     struct rv_backend *be;
     struct rv_bufpool pool;
     struct rv_volume_stats stats;
+    char last_error[160];       /* the most recent failed request, for status */
     int meta_fd;                /* superblock I/O */
     uint64_t sb_offset;         /* where the superblock lives in the file */
     struct rv_peer *peer;       /* NULL: standalone */
