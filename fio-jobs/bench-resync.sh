@@ -3,11 +3,14 @@
 # Prints numbers; it is not a pass/fail test (it exits non-zero only when a
 # measurement could not be made).  Needs root (network namespaces).
 #
-#   sudo bash fio-jobs/bench-resync.sh [--dirty SIZE] [--runtime SECS] [--dir DIR] [--build DIR]
+#   sudo bash fio-jobs/bench-resync.sh [--dirty SIZE] [--runtime SECS] [--repeat N]
+#                                      [--dir DIR] [--build DIR]
 #
 #   --dirty SIZE    resync: size of the dirty region, in MiB or with suffix
 #                   M/G (BENCH_DIRTY, default 512M); the volume is twice that
 #   --runtime SECS  seconds per fio job of the degraded-mode part (BENCH_RUNTIME, 10)
+#   --repeat N      degraded-mode part: runs of each (mode, job), alternating
+#                   standalone and degraded; medians are compared (BENCH_REPEAT, 3)
 #   --dir DIR       work directory for the images (BENCH_DIR, /var/tmp);
 #                   a fresh subdirectory is made and removed
 #   --build DIR     build directory with repvol and repvold (BENCH_BUILD, REPO/build)
@@ -22,8 +25,9 @@
 #    bytes: nbdcopy from an `nbdkit file` export in A's namespace (Unix
 #    socket) to an `nbdkit file` export in B's namespace (TCP over the veth),
 #    nbdcopy running in A's namespace, with --flush; once with nbdcopy's
-#    defaults (up to 4 connections, 64 requests of 256K each... in flight)
-#    and once shaped like the resync (1 connection, 8 requests of 256 KiB).
+#    defaults (multi-conn: up to 4 connections, several requests in flight
+#    on each) and once shaped like the resync (1 connection, at most 8
+#    requests of 256 KiB in flight).
 #    Caveat: the resync target writes each 256 KiB chunk with FUA through
 #    O_DIRECT; nbdkit writes through the page cache and flushes once at the
 #    end (--flush).
@@ -31,8 +35,9 @@
 #    image; repvold standalone (no peer) vs repvold as a primary whose peer
 #    is configured (--peer 10.79.0.2, nothing listening there) but absent, so
 #    every write marks the bitmap; fio nbd engine, 4 KiB randwrite at QD32
-#    and QD1 over the whole volume, RUNTIME s each (1 s ramp), reported as
-#    IOPS and degraded/standalone ratios.
+#    and QD1 over the whole volume, RUNTIME s each (1 s ramp), REPEAT times
+#    alternating the two daemons (a shared machine is noisy), reported as
+#    IOPS per run and the ratio of the medians, degraded/standalone.
 set -Eeuo pipefail
 export LC_ALL=C
 
@@ -40,10 +45,11 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 DIRTY=${BENCH_DIRTY:-512M}
 RUNTIME=${BENCH_RUNTIME:-10}
+REPEAT=${BENCH_REPEAT:-3}
 BASEDIR=${BENCH_DIR:-/var/tmp}
 BUILD=${BENCH_BUILD:-$REPO/build}
 
-usage() { sed -n '2,38p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; }
 die() { printf 'bench-resync: error: %s\n' "$*" >&2; exit 2; }
 say() { printf 'bench-resync: %s\n' "$*"; }
 
@@ -51,6 +57,7 @@ while [ $# -gt 0 ]; do
     case $1 in
     --dirty) DIRTY=${2:?}; shift 2 ;;
     --runtime) RUNTIME=${2:?}; shift 2 ;;
+    --repeat) REPEAT=${2:?}; shift 2 ;;
     --dir) BASEDIR=${2:?}; shift 2 ;;
     --build) BUILD=${2:?}; shift 2 ;;
     -h | --help) usage; exit 0 ;;
@@ -64,6 +71,7 @@ case $DIRTY in
 esac
 [[ $DIRTY_MB =~ ^[1-9][0-9]*$ ]] || die "bad --dirty '$DIRTY' (examples: 512M, 1G)"
 [[ $RUNTIME =~ ^[1-9][0-9]*$ ]] || die "--runtime must be a whole number of seconds >= 1"
+[[ $REPEAT =~ ^[1-9][0-9]*$ ]] || die "--repeat must be a whole number >= 1"
 DIRTY_BYTES=$((DIRTY_MB << 20))
 VOL_BYTES=$((2 * DIRTY_BYTES))
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
@@ -183,6 +191,7 @@ done
 
 say "work dir $W ($(df -PT "$W" | awk 'NR==2 {print $1 ", " $2}')); machine: $(nproc) cores, kernel $(uname -r)"
 say "$(fio --version), $(nbdkit --version 2>/dev/null | head -1), $(nbdcopy --version 2>/dev/null | head -1)"
+say "load average $(cut -d' ' -f1-3 /proc/loadavg) (numbers from a busy machine are noisy)"
 say "commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 
 # ------------------------------------------------------------------ 1. resync
@@ -320,42 +329,49 @@ fio_iops() { # URI QD -> IOPS
 }
 
 declare -A IOPS=()
-for mode in standalone degraded; do
-    rm -f "$W/c.sock" "$W/c.ctl"
-    if [ "$mode" = standalone ]; then
-        bg - "$W/c-$mode.log" "$BUILD/repvold" --volume "$W/c.img" --listen "unix:$W/c.sock" \
-            --control "$W/c.ctl" --no-mlock
-    else
-        # Nothing listens on 10.79.0.2:7789: the peer is configured, absent.
-        bg "$NS_A" "$W/c-$mode.log" "$BUILD/repvold" --volume "$W/c.img" --listen "unix:$W/c.sock" \
-            --control "$W/c.ctl" --no-mlock --node-id 1 --role primary \
-            --repl-listen 10.79.0.1:7789 --peer 10.79.0.2:7789
-    fi
-    pid=$BG_PID
-    wait_nbd "$pid" "nbd+unix:///?socket=$W/c.sock" 15 || { cat "$W/c-$mode.log" >&2; die "repvold ($mode) did not start"; }
-    if [ "$mode" = degraded ]; then
-        read -r ps _ <<<"$(sync_fields "$W/c.ctl")"
-        case $ps in disconnected | connecting) ;; *) die "degraded primary's peer state is '$ps'" ;; esac
-    fi
-    for qd in 32 1; do
-        drop_cache "$W/c.img"
-        IOPS[$mode.$qd]=$(fio_iops "nbd+unix:///?socket=$W/c.sock" "$qd")
-        printf '    %-12s QD%-3s %9s IOPS\n' "$mode" "$qd" "${IOPS[$mode.$qd]}"
-    done
-    if [ "$mode" = degraded ]; then
-        "$BUILD/repvol" status --json --control "$W/c.ctl" >"$W/c-status.json" 2>/dev/null || true
-        python3 - "$W/c-status.json" <<'EOF' || true
+for ((rep = 1; rep <= REPEAT; rep++)); do
+    for mode in standalone degraded; do
+        rm -f "$W/c.sock" "$W/c.ctl"
+        if [ "$mode" = standalone ]; then
+            bg - "$W/c-$mode.log" "$BUILD/repvold" --volume "$W/c.img" --listen "unix:$W/c.sock" \
+                --control "$W/c.ctl" --no-mlock
+        else
+            # Nothing listens on 10.79.0.2:7789: the peer is configured, absent.
+            bg "$NS_A" "$W/c-$mode.log" "$BUILD/repvold" --volume "$W/c.img" --listen "unix:$W/c.sock" \
+                --control "$W/c.ctl" --no-mlock --node-id 1 --role primary \
+                --repl-listen 10.79.0.1:7789 --peer 10.79.0.2:7789
+        fi
+        pid=$BG_PID
+        wait_nbd "$pid" "nbd+unix:///?socket=$W/c.sock" 15 || { cat "$W/c-$mode.log" >&2; die "repvold ($mode) did not start"; }
+        if [ "$mode" = degraded ]; then
+            read -r ps _ <<<"$(sync_fields "$W/c.ctl")"
+            case $ps in disconnected | connecting) ;; *) die "degraded primary's peer state is '$ps'" ;; esac
+        fi
+        for qd in 32 1; do
+            drop_cache "$W/c.img"
+            v=$(fio_iops "nbd+unix:///?socket=$W/c.sock" "$qd")
+            IOPS[$mode.$qd]="${IOPS[$mode.$qd]:-} $v"
+            printf '    run %d/%d  %-12s QD%-3s %9s IOPS\n' "$rep" "$REPEAT" "$mode" "$qd" "$v"
+        done
+        if [ "$mode" = degraded ] && [ "$rep" = 1 ]; then
+            "$BUILD/repvol" status --json --control "$W/c.ctl" >"$W/c-status.json" 2>/dev/null || true
+            python3 - "$W/c-status.json" <<'EOF' || true
 import json, sys
 d = json.load(open(sys.argv[1]))
-s = (d.get("peer") or {}).get("sync") or {}
-print("    degraded primary: %d MiB marked dirty, peer %s" % (s.get("bytes_left", 0) >> 20, (d.get("peer") or {}).get("state")))
+p = d.get("peer") or {}
+s = p.get("sync") or {}
+print("    (degraded primary: %d MiB marked dirty so far, peer %s)" % (s.get("bytes_left", 0) >> 20, p.get("state")))
 EOF
-    fi
-    stop "$pid"
+        fi
+        stop "$pid"
+    done
 done
-python3 -c '
-import sys
-s32, s1, d32, d1 = map(float, sys.argv[1:])
-print("    degraded / standalone IOPS: QD32 %.3f (%+.1f%%), QD1 %.3f (%+.1f%%)" % (d32 / s32, (d32 / s32 - 1) * 100, d1 / s1, (d1 / s1 - 1) * 100))' \
-    "${IOPS[standalone.32]}" "${IOPS[standalone.1]}" "${IOPS[degraded.32]}" "${IOPS[degraded.1]}"
+python3 - "${IOPS[standalone.32]}" "${IOPS[standalone.1]}" "${IOPS[degraded.32]}" "${IOPS[degraded.1]}" <<'EOF'
+import statistics, sys
+s32, s1, d32, d1 = ([float(x) for x in a.split()] for a in sys.argv[1:])
+for qd, s, d in (("QD32", s32, d32), ("QD1", s1, d1)):
+    ms, md = statistics.median(s), statistics.median(d)
+    print("    %-5s median IOPS: standalone %8.0f  degraded %8.0f  degraded/standalone %.3f (%+.1f%%)"
+          % (qd, ms, md, md / ms, (md / ms - 1) * 100))
+EOF
 say "done"

@@ -41,7 +41,8 @@
 #define HELLO_FRAME_MAX  (RV_REPL_HDR_SIZE + RV_REPL_HELLO_SIZE)
 #define BACKOFF_MIN_MS   500u
 #define BACKOFF_MAX_MS   10000u
-#define ASYNC_FRAMES     1024u         /* mode A: frames queued but not yet sent */
+#define ASYNC_RING       (32u << 20)   /* mode A: bytes sent or queued, not yet acknowledged */
+#define ASYNC_FRAMES     8192u         /* ... and frames (32 MiB of 4 KiB writes) */
 
 struct peer_conn;
 
@@ -59,12 +60,19 @@ struct remote_req {
 };
 
 /* Mode A: a frame with its own copy of the data, so the client's request
- * can complete before the frame is sent. */
+ * can complete before the frame is sent.  It lives until the peer has
+ * acknowledged it: a frame the link drops (unsent, or sent but unanswered)
+ * marks its range dirty, so a resync delivers it later. */
 struct async_frame {
     struct rv_sendq_item item;
     struct rv_peer *p;
-    void *buf;
-    struct async_frame *next_free;
+    uint8_t *buf;               /* in the send ring, or NULL (no data) */
+    uint64_t seq, off;
+    uint32_t len;
+    uint8_t io_type;
+    bool sent, acked;
+    struct async_frame *next;           /* free list, or the outstanding list */
+    struct async_frame *prev;
 };
 
 enum pc_state { PC_CONNECTING, PC_HELLO, PC_CONNECTED, PC_CLOSING };
@@ -148,8 +156,16 @@ struct rv_peer {
     bool discard_my_data;               /* one-shot, from `repvol connect --discard-my-data` */
     uint32_t remote_role;
     /* mode A */
-    struct rv_bufpool async_pool;
+    /* The bounded send buffer: a byte ring, filled at head, freed from the
+     * oldest outstanding frame, so it holds ASYNC_RING bytes whatever the
+     * write sizes. */
+    uint8_t *ring;
+    size_t ring_head;
+    bool draining;                      /* clean stop: waiting for mode-A frames to land */
+    uint64_t drain_deadline_ns;
     struct async_frame *async_frames, *async_free;
+    struct async_frame *async_head, *async_tail;    /* outstanding, oldest first */
+    unsigned async_outstanding;
     /* counters */
     uint64_t frames_sent, bytes_replicated, acks, nacks, connects, disconnects;
     uint64_t rtt_ns_last;
@@ -158,6 +174,7 @@ struct rv_peer {
 static void pc_close(struct peer_conn *pc, const char *why);
 static void pc_maybe_free(struct peer_conn *pc);
 static void fence_peer(struct rv_peer *p);
+static void peer_shutdown_finish(struct rv_peer *p);
 static void peer_maybe_shutdown_done(struct rv_peer *p);
 static void pc_process(struct peer_conn *pc);
 
@@ -651,15 +668,90 @@ static void leg_sent(struct rv_sendq_item *it, int err)
         leg_finish(pc, leg, 0);
 }
 
+/* Ring space for len bytes after the newest outstanding frame, or NULL.
+ * The oldest outstanding frame's buffer is where the used part begins. */
+static uint8_t *ring_alloc(struct rv_peer *p, uint32_t len)
+{
+    const struct async_frame *oldest = NULL;
+    for (const struct async_frame *f = p->async_head; f; f = f->next)
+        if (f->buf) {
+            oldest = f;
+            break;
+        }
+    if (!oldest)
+        p->ring_head = 0;
+    size_t tail = oldest ? (size_t)(oldest->buf - p->ring) : 0;
+    size_t head = p->ring_head;
+    if (!oldest) {
+        if (len > ASYNC_RING)
+            return NULL;
+        p->ring_head = len;
+        return p->ring;
+    }
+    if (head > tail) {
+        if (ASYNC_RING - head >= len) {
+            p->ring_head = head + len;
+            return p->ring + head;
+        }
+        if (tail > len) {                   /* wrap; the end stays unused this round */
+            p->ring_head = len;
+            return p->ring;
+        }
+        return NULL;
+    }
+    if (head < tail && tail - head > len) {
+        p->ring_head = head + len;
+        return p->ring + head;
+    }
+    return NULL;                            /* full */
+}
+
+static void async_release(struct rv_peer *p, struct async_frame *f, bool delivered)
+{
+    if (!delivered && f->io_type != RV_IO_FLUSH)
+        rv_bitmap_mark(&p->v->bm, f->off, f->len);     /* the peer may lack it */
+    if (f->prev)
+        f->prev->next = f->next;
+    else
+        p->async_head = f->next;
+    if (f->next)
+        f->next->prev = f->prev;
+    else
+        p->async_tail = f->prev;
+    p->async_outstanding--;
+    f->buf = NULL;
+    f->prev = NULL;
+    f->next = p->async_free;
+    p->async_free = f;
+}
+
 static void async_sent(struct rv_sendq_item *it, int err)
 {
     struct async_frame *f = RV_CONTAINER_OF(it, struct async_frame, item);
-    struct rv_peer *p = f->p;
-    if (f->buf)
-        rv_bufpool_put(&p->async_pool, f->buf);
-    f->buf = NULL;
-    f->next_free = p->async_free;
-    p->async_free = f;
+    f->sent = true;
+    if (!err && f->acked)
+        async_release(f->p, f, true);
+    /* err: the closing connection releases it as undelivered. */
+}
+
+/* The link is gone: every outstanding frame is "maybe not on the peer". */
+static void async_drop_all(struct rv_peer *p)
+{
+    while (p->async_head)
+        async_release(p, p->async_head, false);
+}
+
+static bool async_answer(struct rv_peer *p, uint64_t seq)
+{
+    for (struct async_frame *f = p->async_head; f; f = f->next) {
+        if (f->seq == seq) {
+            f->acked = true;
+            if (f->sent)
+                async_release(p, f, true);
+            return true;
+        }
+    }
+    return false;
 }
 
 static uint16_t frame_type(uint8_t io_type)
@@ -707,16 +799,29 @@ bool rv_peer_submit(struct rv_peer *p, struct rv_req *req)
          * treated like one made without the peer (back-pressure by losing
          * the peer would be worse; a bounded queue is the promise). */
         struct async_frame *f = p->async_free;
-        void *buf = NULL;
+        uint8_t *buf = NULL;
         if (f && req->type == RV_IO_WRITE)
-            buf = rv_bufpool_get(&p->async_pool, req->len);
+            buf = ring_alloc(p, req->len);
         if (!f || (req->type == RV_IO_WRITE && !buf)) {
             rv_warn("volume %s: mode A send buffer full: disconnecting the lagging peer",
                     p->v->meta.name);
             pc_close(pc, "send buffer full");
             return false;
         }
-        p->async_free = f->next_free;
+        p->async_free = f->next;
+        f->next = NULL;
+        f->prev = p->async_tail;
+        if (p->async_tail)
+            p->async_tail->next = f;
+        else
+            p->async_head = f;
+        p->async_tail = f;
+        p->async_outstanding++;
+        f->seq = seq;
+        f->off = req->off;
+        f->len = req->len;
+        f->io_type = req->type;
+        f->sent = f->acked = false;
         f->buf = buf;
         if (buf)
             memcpy(buf, req->buf, req->len);
@@ -792,7 +897,7 @@ static void handle_answer(struct peer_conn *pc, const struct rv_repl_hdr *h)
     }
     p->acks++;
     if (!leg) {
-        if (p->o.mode != RV_MODE_A)
+        if (!async_answer(p, h->seq))
             rv_debug("volume %s: ACK for unknown request %" PRIu64, p->v->meta.name, h->seq);
         return;
     }
@@ -1211,6 +1316,8 @@ static void pc_on_closed(struct rv_sockconn *sc)
      * connection still holds is "not on the peer". */
     while (pc->legs_head)
         leg_finish(pc, pc->legs_head, -ENOTCONN);
+    if (pc->p->conn == NULL || pc->p->conn == pc)
+        async_drop_all(pc->p);
     if (pc->payload) {
         /* A WRITE whose data never fully arrived: never applied, never
          * acknowledged. */
@@ -1246,7 +1353,7 @@ static void pc_close(struct peer_conn *pc, const char *why)
         rv_resync_abort(p->rs);
         rv_verify_abort(p->vf);
     }
-    if (was_connected && (p->shutting_down || p->planned_close)) {
+    if (was_connected && (p->shutting_down || p->planned_close) && p->async_outstanding == 0) {
         /* Our own clean stop: every client request was answered with the
          * peer's acknowledgement, so the copies are still the same. */
         p->disconnects++;
@@ -1320,6 +1427,7 @@ static void on_connect(struct rv_op *op, int res)
         return;
     }
     tune_socket(pc->sc.fd);
+    pc->state = PC_HELLO;
     set_state(p, RV_PEER_HANDSHAKE);
     send_hello(pc);
     rv_sockconn_read(&pc->sc);
@@ -1344,6 +1452,7 @@ static void peer_dial(struct rv_peer *p)
     }
     pc->sa = ss;
     pc->salen = len;
+    pc->state = PC_CONNECTING;  /* until on_connect: only cancelling may stop it */
     p->conn = pc;
     set_state(p, RV_PEER_CONNECTING);
     pc->connect_op.fn = on_connect;
@@ -1417,6 +1526,15 @@ static void peer_tick(struct rv_op *op, int res)
 {
     struct rv_peer *p = RV_CONTAINER_OF(op, struct rv_peer, tick_op);
     p->tick_pending = false;
+    if (p->draining) {
+        if (p->async_outstanding == 0 || !p->conn || rv_now_ns() > p->drain_deadline_ns) {
+            peer_shutdown_finish(p);
+            peer_maybe_shutdown_done(p);
+            return;
+        }
+        arm_tick(p);
+        return;
+    }
     if (p->shutting_down) {
         peer_maybe_shutdown_done(p);
         return;
@@ -1509,16 +1627,21 @@ int rv_peer_create(struct rv_peer **out, struct rv_volume *v, struct rv_loop *lo
     }
     if (p->o.mode == RV_MODE_A) {
         /* The bounded send buffer mode A promises. */
-        int r = rv_bufpool_init(&p->async_pool, v->max_request, 32u << 20);
+        /* The pool splits its budget across size classes (4K, 16K, ...,
+         * max request): 64M gives every class 8M or more, so 8M of writes
+         * of any one size can be outstanding before the peer counts as
+         * lagging. */
+        p->ring = malloc(ASYNC_RING);
         p->async_frames = calloc(ASYNC_FRAMES, sizeof *p->async_frames);
-        if (r < 0 || !p->async_frames) {
+        if (!p->ring || !p->async_frames) {
+            free(p->ring);
             free(p->async_frames);
             free(p);
             return -ENOMEM;
         }
         for (unsigned i = 0; i < ASYNC_FRAMES; i++) {
             p->async_frames[i].p = p;
-            p->async_frames[i].next_free = p->async_free;
+            p->async_frames[i].next = p->async_free;
             p->async_free = &p->async_frames[i];
         }
     }
@@ -1555,11 +1678,29 @@ static void peer_maybe_shutdown_done(struct rv_peer *p)
     }
 }
 
+static void peer_shutdown_finish(struct rv_peer *p);
+
 void rv_peer_shutdown(struct rv_peer *p, void (*done)(void *arg), void *arg)
 {
     p->shutting_down = true;
     p->shutdown_done = done;
     p->shutdown_arg = arg;
+    if (p->conn && p->conn->state == PC_CONNECTED && p->async_outstanding > 0 && p->tick_pending) {
+        /* Mode A acknowledged these writes to clients already: give them a
+         * chance to land (bounded by the peer timeout); what doesn't is
+         * recorded as dirty when the link closes. */
+        rv_info("volume %s: waiting up to %u ms for %u queued write(s) to reach the peer", p->v->meta.name,
+                p->o.timeout_ms, p->async_outstanding);
+        p->draining = true;
+        p->drain_deadline_ns = rv_now_ns() + (uint64_t)p->o.timeout_ms * 1000000u;
+        return;
+    }
+    peer_shutdown_finish(p);
+}
+
+static void peer_shutdown_finish(struct rv_peer *p)
+{
+    p->draining = false;
     if (p->lfd >= 0) {
         shutdown(p->lfd, SHUT_RDWR);
         if (p->accept_pending) {
@@ -1594,7 +1735,7 @@ void rv_peer_destroy(struct rv_peer *p)
     if (p->lfd >= 0)
         close(p->lfd);
     if (p->o.mode == RV_MODE_A) {
-        rv_bufpool_fini(&p->async_pool);
+        free(p->ring);
         free(p->async_frames);
     }
     rv_resync_destroy(p->rs);
@@ -1714,7 +1855,14 @@ void rv_peer_role_changed(struct rv_peer *p)
     p->next_dial_ns = 0;
     if (p->state == RV_PEER_REFUSED)
         set_state(p, RV_PEER_DISCONNECTED);
-    if (p->conn && p->conn->state != PC_CONNECTING) {
+    if (p->conn && p->conn->state == PC_CONNECTING) {
+        /* A dial in flight: drop it (on_connect frees it), dial anew. */
+        struct io_uring_sqe *sqe = rv_loop_sqe(p->loop, NULL);
+        io_uring_prep_cancel(sqe, &p->conn->connect_op, 0);
+        p->conn = NULL;
+        if (p->state == RV_PEER_CONNECTING)
+            set_state(p, RV_PEER_DISCONNECTED);
+    } else if (p->conn) {
         /* The peer knows us by our old role: shake hands again. */
         p->planned_close = true;
         pc_close(p->conn, "role changed; reconnecting");

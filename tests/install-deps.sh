@@ -26,7 +26,7 @@ RUNTIME_PKGS=(
 # Later work: clang + sanitizer/fuzzer runtimes (libFuzzer), the SPIN model
 # checker for the replication protocol model.
 LATER_PKGS=(
-    clang libclang-rt-14-dev spin
+    clang libclang-rt-14-dev spin resource-agents
 )
 ALL_PKGS=("${BUILD_PKGS[@]}" "${RUNTIME_PKGS[@]}" "${LATER_PKGS[@]}")
 

@@ -32,6 +32,7 @@ new_pair() {
     cp --sparse=always "$TEST_DIR/a.img" "$TEST_DIR/b.img"
 }
 
+now_ms() { echo $((${EPOCHREALTIME/[^0-9]/} / 1000)); }
 now_hms() { date +%H:%M:%S.%N; }
 
 # lost_after_ms T0: ms from T0 (now_hms) to the time stamp of the primary's

@@ -94,7 +94,14 @@ fio --name=crash --ioengine=nbd --uri="${NODE_URI[A]}" --rw=randwrite --bssplit=
     --output="$TEST_DIR/fio-crash.out" </dev/null &
 FIO=$!
 track_pid "$FIO"
-sleep 1.5
+writes() { node_status_json A 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["stats"]["writes"])' 2>/dev/null || echo 0; }
+w0=$(writes)
+deadline=$((SECONDS + $(tscale 20)))
+while [ "$(writes)" -lt $((w0 + 2000)) ]; do
+    pid_alive "$FIO" || { cat "$TEST_DIR/fio-crash.out" >&2; fail "fio stopped before the primary was killed"; }
+    [ "$SECONDS" -lt "$deadline" ] || fail "fio's writes did not get going within $(tscale 20) s"
+    sleep 0.1
+done
 pid_alive "$FIO" || { cat "$TEST_DIR/fio-crash.out" >&2; fail "fio finished before the primary was killed"; }
 node_kill A
 wait_bounded "$FIO" 30 || true

@@ -187,8 +187,6 @@ sb_case "discard-zero-changes: B changed nothing -> B takes A's data" \
     discard-zero-changes "16:4 40:1" "" B A
 sb_case "discard-zero-changes: both changed -> refused" \
     discard-zero-changes "16:4" "24:1" B split
-sb_case "discard-zero-changes: the side without changes (B) is primary -> refused" \
-    discard-zero-changes "16:4" "" A split
 sb_case "discard-least-changes: B changed less -> B takes A's data" \
     discard-least-changes "16:4 40:1" "20:1 48:1" B A
 sb_case "discard-least-changes: A changed less -> A takes B's data" \

@@ -144,13 +144,19 @@ expect_rc() {
     shift 3
     ra "$node" "$action" "$@"
     if [ "$RA_RC" != "$want" ]; then
-        tail -n 15 "$TEST_DIR/agent.$node.log" >&2
+        tail -n 40 "$TEST_DIR/agent.$node.log" >&2
         fail "agent $action on node $node: exit status $RA_RC, expected $want"
     fi
     info "node $node: $action -> $RA_RC"
 }
 
-node_ctl() { local -n envref="ENV_$1"; local kv; for kv in "${envref[@]}"; do [[ $kv == OCF_RESKEY_control=* ]] && echo "${kv#*=}"; done; }
+node_ctl() {
+    local -n envref="ENV_$1"
+    local kv
+    for kv in "${envref[@]}"; do
+        if [[ $kv == OCF_RESKEY_control=* ]]; then echo "${kv#*=}"; fi
+    done
+}
 
 # status_field NODE EXPR: a field of `repvol status --json` (python expression on d).
 status_field() {

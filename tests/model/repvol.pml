@@ -40,6 +40,8 @@
  *   FIX_START_SECONDARY a crashed primary restarts as secondary
  *   FIX_SAME_GEN_BITMAP same data generation: a secondary with dirty bits
  *                       is resynced too (its bitmap merged by the primary)
+ *   FIX_SAME_GEN_STATE  same data generation: a secondary that is not
+ *                       UpToDate becomes a resync target (SYNC_DONE ends it)
  */
 
 #ifndef MODE
@@ -158,6 +160,10 @@
 
 /* frame types (enum rv_repl_type); fields: seq, block (BITMAP: mask), value */
 mtype = { HELLO, REFUSE, WRITE, ACK, RESYNC_WRITE, BITMAP, SYNC_DONE };
+/* names for the event log only */
+mtype = { UpToDate, Outdated, Inconsistent, primary, secondary, SOURCE, TARGET, in_sync };
+#define DSNAME(x) (x == UPTD -> UpToDate : (x == OUTD -> Outdated : Inconsistent))
+#define ROLENAME(x) (x == PRI -> primary : secondary)
 
 typedef Meta {          /* the superblock fields the protocol uses */
     byte gen;           /* current_gen (0: empty mirror) */
@@ -284,12 +290,14 @@ inline DRAIN(c) {
     do
     :: nempty(q[c]) -> q[c]?mt, ma, mb, mc
     :: empty(q[c]) -> break
-    od
+    od;
+    skip
 }
 
 /* ------------------------------------------------------------ metadata (volume.c) */
 
 inline ACKW(w) {
+    printf("MSC: n%d req_complete: write w%d (block %d) ACKNOWLEDGED to the client\n", wnode[w], w, wblk[w]);
     wst[w] = W_ACKED;
     N[wnode[w]].ninfl--
 }
@@ -301,9 +309,14 @@ inline meta_flush_start(n) {
     if
     :: N[n].role == PRI && N[n].ps != PS_CONN && !N[n].ahead && N[n].m.bmgen == 0 ->
         N[n].m.h1 = N[n].m.h0; N[n].m.h0 = N[n].m.gen;
-        N[n].m.bmgen = N[n].m.gen; N[n].m.gen = next_gen; next_gen++
+        N[n].m.bmgen = N[n].m.gen; N[n].m.gen = next_gen; next_gen++;
+        printf("MSC: n%d meta_flush_start: writing without the peer: new data generation %d (peer has %d)\n", n, N[n].m.gen, N[n].m.bmgen)
     :: else -> skip
     fi;
+    printf("MSC: n%d meta_flush_start: superblock gen=%d bmgen=%d hist=%d,%d %e %e, bitmap %d%d\n", n,
+           N[n].m.gen, N[n].m.bmgen, N[n].m.h0, N[n].m.h1,
+           DSNAME(N[n].m.dstate),
+           ROLENAME(N[n].m.role), N[n].bm[0] | N[n].hot[0], N[n].bm[1] | N[n].hot[1]);
     N[n].busy = 1;
     MCOPY(N[n].fm, N[n].m);
     N[n].fbm[0] = N[n].bm[0] | N[n].hot[0];
@@ -349,7 +362,7 @@ inline meta_commit(n, c) {
 /* rv_volume_freeze() + spawning the handler (fence_peer) */
 inline fence_peer(n) {
     if
-    :: N[n].fence == 0 -> N[n].frozen = 1; N[n].fence = 1
+    :: N[n].fence == 0 -> N[n].frozen = 1; N[n].fence = 1; printf("MSC: n%d fence_peer: writes the peer lacks are held\n", n)
     :: else -> skip
     fi
 }
@@ -370,7 +383,8 @@ inline thaw(n) {
         fi;
         tk++
     :: else -> break
-    od
+    od;
+    skip
 }
 
 /* ------------------------------------------------------------ ordering list (volume.c) */
@@ -402,6 +416,8 @@ inline req_issue(n, i) {
     N[n].r[i].st = S_ISSUED; N[n].r[i].ldone = 0; N[n].r[i].pok = 0; N[n].r[i].ppend = 0;
     t1 = N[n].r[i].val;
     whist[t1] = whist[N[n].data[N[n].r[i].blk]] | (1 << t1);
+    printf("MSC: n%d req_issue: w%d block %d, WRITE frame to the peer=%d\n", n, t1, N[n].r[i].blk,
+           N[n].ps == PS_CONN && N[n].pc == PC_CONN);
     if
     :: N[n].ps == PS_CONN && N[n].pc == PC_CONN ->
         SEND(PEER(n), WRITE, t1, N[n].r[i].blk, t1);
@@ -428,6 +444,7 @@ inline req_start(n, i) {
 #endif
     if
     :: !N[n].hot[bb] ->
+        printf("MSC: n%d req_start: w%d: activity-log extent %d cold: meta_park\n", n, N[n].r[i].val, bb);
         al_make_hot(n, bb);
         N[n].r[i].st = S_ALW;
         meta_park(n)
@@ -449,7 +466,8 @@ inline ord_kick(n) {
         fi;
         ki++
     :: else -> break
-    od
+    od;
+    skip
 }
 
 /* req_join() of a client write: both legs are done */
@@ -460,6 +478,8 @@ inline req_join(n, i) {
     if
     :: !jok && N[n].role == PRI ->
         N[n].bm[jb] = 1;                    /* rv_bitmap_mark: the peer lacks it */
+        printf("MSC: n%d req_join: w%d not on the peer: bitmap bit %d set (frozen=%d ahead_durable=%d)\n", n, jw, jb,
+               N[n].frozen, N[n].ahead);
         if
         :: N[n].frozen -> wst[jw] = W_FROZEN
 #ifdef FIX_FENCE_ALL
@@ -512,6 +532,7 @@ inline rs_pump(n) {
                             N[n].done_busy = 1;
                             if
                             :: N[n].pc == PC_CONN ->
+                                printf("MSC: n%d rs_pump: bitmap empty: SYNC_DONE gen=%d\n", n, N[n].m.gen);
                                 sd_snap[0] = N[n].data[0]; sd_snap[1] = N[n].data[1];
                                 SEND(PEER(n), SYNC_DONE, SEQ_SD, 0, N[n].m.gen)
                             :: else -> N[n].done_busy = 0
@@ -526,6 +547,7 @@ inline rs_pump(n) {
                         /* a chunk: READ ordered like a write */
                         ck2 = (N[n].ck[0].st == CH_NONE -> 0 : 1);
                         N[n].ck[ck2].st = CH_READ; N[n].ck[ck2].blk = nbit;
+                        printf("MSC: n%d rs_pump: chunk %d: READ block %d (ordered like a write)\n", n, ck2, nbit);
                         N[n].cursor = nbit + 1;
                         N[n].r[N[n].nr].kind = K_RR; N[n].r[N[n].nr].blk = nbit;
                         N[n].r[N[n].nr].seq = ck2; N[n].r[N[n].nr].conn = 1;
@@ -547,6 +569,7 @@ inline resync_start(n, isfull) {
     :: else -> skip
     fi;
     N[n].rs = RS_SOURCE; N[n].aborting = 0; N[n].cursor = 0;
+    printf("MSC: n%d rv_resync_start(full=%d): bitmap %d%d\n", n, isfull, N[n].bm[0], N[n].bm[1]);
     rs_pump(n)
 }
 
@@ -631,6 +654,10 @@ inline decide(n) {
         if
         :: N[n].role == PRI && NBITS(n) > 0 -> N[n].sync = SYNC_SRC
         :: N[n].role != PRI && r_dirty > 0 -> N[n].sync = SYNC_TGT
+#ifdef FIX_SAME_GEN_STATE
+        :: N[n].role == PRI && NBITS(n) == 0 && r_dstate != UPTD -> N[n].sync = SYNC_SRC
+        :: N[n].role != PRI && r_dirty == 0 && N[n].m.dstate != UPTD -> N[n].sync = SYNC_TGT
+#endif
 #ifdef FIX_SAME_GEN_BITMAP
         :: N[n].role == PRI && NBITS(n) == 0 && r_dirty > 0 -> N[n].sync = SYNC_SRC
         :: N[n].role != PRI && r_dirty == 0 && NBITS(n) > 0 -> N[n].sync = SYNC_TGT
@@ -712,6 +739,7 @@ inline decide(n) {
 /* pc_close() (+ pc_on_closed(): legs the connection held are "not on the peer") */
 inline pc_close(n, planned) {
     was = (N[n].pc == PC_CONN);
+    printf("MSC: n%d pc_close (was connected=%d, planned=%d)\n", n, was, planned);
     N[n].pc = PC_NONE; N[n].outgoing = 0;
     if
     :: N[n].ps != PS_REFUSED && N[n].ps != PS_SB -> N[n].ps = PS_DISC
@@ -775,11 +803,15 @@ inline pc_close(n, planned) {
         fi
     :: ci < N[n].nr && !(N[n].r[ci].kind == K_CW && N[n].r[ci].ppend) -> ci++
     :: ci >= N[n].nr -> break
-    od
+    od;
+    skip
 }
 
 /* pc_connected() */
 inline pc_connected(n) {
+    printf("MSC: n%d pc_connected: %e full=%d\n", n,
+           (N[n].sync == SYNC_SRC -> SOURCE : (N[n].sync == SYNC_TGT -> TARGET : in_sync)),
+           N[n].sfull);
     N[n].pc = PC_CONN; N[n].ps = PS_CONN; N[n].discard = 0;
 #ifdef FIX_FENCE_ALL
     N[n].fenced = 0;
@@ -841,6 +873,10 @@ inline handle_hello(n) {
     :: else -> skip
     fi;
     N[n].rrole = r_role;
+    printf("MSC: n%d handle_hello: local gen=%d bmgen=%d hist=%d,%d bits=%d %e; peer gen=%d bmgen=%d hist=%d,%d dirty=%d %e discard=%d -> reason %d split_brain=%d\n",
+           n, N[n].m.gen, N[n].m.bmgen, N[n].m.h0, N[n].m.h1, NBITS(n), ROLENAME(N[n].role),
+           r_gen, r_bmgen, r_h0, r_h1, r_dirty, ROLENAME(r_role),
+           r_discard, reason, N[n].sb);
     if
     :: reason != 0 ->
         /* send_refuse(): the REFUSE goes out, then the connection closes */
@@ -858,6 +894,8 @@ inline handle_hello(n) {
 
 /* peer_dial() + on_connect() at n, on_accept() at the peer */
 inline dial(n) {
+    printf("MSC: n%d peer_dial -> n%d on_accept; HELLO (gen=%d bmgen=%d bits=%d discard=%d)\n", n, PEER(n),
+           N[n].m.gen, N[n].m.bmgen, NBITS(n), N[n].discard);
     assert(empty(q[0]) && empty(q[1]));
     linkup = 1; sb_resolved = 0;
     N[n].pc = PC_HELLO; N[n].outgoing = 1; N[n].ps = PS_HS;
@@ -879,6 +917,7 @@ inline handle_answer(n) {
         od;
         if
         :: ci < N[n].nr ->
+            printf("MSC: n%d handle_answer: ACK for w%d\n", n, ma);
             N[n].r[ci].ppend = 0; N[n].r[ci].pok = 1;    /* leg_finish(0) */
             if
             :: N[n].r[ci].ldone -> req_join(n, ci)
@@ -892,7 +931,8 @@ inline handle_answer(n) {
         :: N[n].ck[ck2].st == CH_SENT ->
             /* chunk_maybe_finish(): the target has it durably: clear */
             if
-            :: !N[n].aborting -> N[n].bm[N[n].ck[ck2].blk] = 0
+            :: !N[n].aborting -> N[n].bm[N[n].ck[ck2].blk] = 0;
+                printf("MSC: n%d chunk_maybe_finish: ACK for chunk %d: bit %d cleared\n", n, ck2, N[n].ck[ck2].blk)
             :: else -> skip
             fi;
             N[n].ck[ck2].st = CH_NONE; N[n].ck[ck2].blk = 0;
@@ -902,6 +942,7 @@ inline handle_answer(n) {
     :: ma == SEQ_SD ->                          /* rv_resync_answer(): SYNC_DONE */
         if
         :: N[n].done_busy ->
+            printf("MSC: n%d rv_resync_answer: SYNC_DONE acknowledged: bitmap_gen = 0\n", n);
             N[n].done_busy = 0; N[n].rs = RS_IDLE;
             N[n].m.bmgen = 0;                   /* not ahead of the peer any more */
             N[n].ahead = 0;                     /* rv_volume_peer_in_sync */
@@ -918,8 +959,9 @@ inline handle_bitmap(n) {
     :: !N[n].await -> pc_close(n, 0)            /* unexpected BITMAP frame */
     :: else ->
         if
-        :: ma == 1 -> N[n].await = 0; resync_start(n, 0)   /* the end marker */
+        :: ma == 1 -> printf("MSC: n%d handle_bitmap: end\n", n); N[n].await = 0; resync_start(n, 0)   /* the end marker */
         :: else ->
+            printf("MSC: n%d handle_bitmap: peer's bits %d%d merged\n", n, mb & 1, (mb >> 1) & 1);
             N[n].bm[0] = N[n].bm[0] | (mb & 1);
             N[n].bm[1] = N[n].bm[1] | ((mb >> 1) & 1)
         fi
@@ -928,6 +970,7 @@ inline handle_bitmap(n) {
 
 /* start_remote() + rreq_submit() */
 inline start_remote(n) {
+    printf("MSC: n%d start_remote: %e seq=%d block=%d value=%d\n", n, mt, ma, mb, mc);
     N[n].r[N[n].nr].kind = (mt == WRITE -> K_PW : (mt == RESYNC_WRITE -> K_RW : K_SD));
     N[n].r[N[n].nr].blk = (mt == SYNC_DONE -> 0 : mb);
     N[n].r[N[n].nr].val = mc;
@@ -941,31 +984,6 @@ inline start_remote(n) {
     fi
 }
 
-/* pc_process(): one frame */
-inline pc_process(n) {
-    if
-    :: N[n].pc == PC_HELLO ->
-        if
-        :: mt == HELLO -> handle_hello(n)
-        :: mt == REFUSE ->
-            N[n].ps = (mb -> PS_SB : PS_REFUSED);
-            pc_close(n, 0)
-        :: else -> assert(false)               /* nothing else comes before a HELLO */
-        fi
-    :: N[n].pc == PC_CONN ->
-        if
-        :: mt == WRITE || mt == RESYNC_WRITE || mt == SYNC_DONE ->
-            if
-            :: N[n].rrole != PRI || N[n].role == PRI -> pc_close(n, 0)   /* write from a non-primary */
-            :: else -> start_remote(n)
-            fi
-        :: mt == ACK -> handle_answer(n)
-        :: mt == BITMAP -> handle_bitmap(n)
-        :: else -> pc_close(n, 0)              /* unexpected HELLO/REFUSE frame */
-        fi
-    fi
-}
-
 /* a request applied by the engine (start + completion: nothing observable
  * happens in between for these) */
 inline apply(n, i) {
@@ -973,6 +991,8 @@ inline apply(n, i) {
     :: N[n].r[i].kind == K_RR ->
         /* chunk_read_done() (the READ is still ordered: frame queued before the kick) */
         ck2 = N[n].r[i].seq; bb = N[n].r[i].blk; t1 = N[n].data[bb];
+        printf("MSC: n%d chunk_read_done: chunk %d block %d = %d (aborting=%d connected=%d)\n", n, ck2, bb, t1,
+               N[n].aborting, N[n].pc == PC_CONN);
         ord_remove(n, i);
         if
         :: N[n].aborting -> N[n].ck[ck2].st = CH_NONE; N[n].ck[ck2].blk = 0; rs_pump(n)
@@ -988,6 +1008,8 @@ inline apply(n, i) {
     :: N[n].r[i].kind == K_PW || N[n].r[i].kind == K_RW ->
         /* the write completes; rreq_done() answers on the connection it came from */
         N[n].data[N[n].r[i].blk] = N[n].r[i].val;
+        printf("MSC: n%d rreq_done: %e block %d = %d applied, ACK sent=%d\n", n, (N[n].r[i].kind == K_RW -> RESYNC_WRITE : WRITE),
+               N[n].r[i].blk, N[n].r[i].val, N[n].r[i].conn && !N[n].r[i].early);
         if
         :: N[n].r[i].kind == K_RW -> N[n].incons = 1
         :: else -> skip
@@ -1005,6 +1027,8 @@ inline apply(n, i) {
             d_ok = ((whist[sd_snap[0]] & ~whist[N[n].data[0]]) == 0 &&
                     (whist[sd_snap[1]] & ~whist[N[n].data[1]]) == 0);
             assert(d_ok);
+            printf("MSC: n%d rreq_done: SYNC_DONE: adopt generation %d, UpToDate (data %d,%d)\n", n, N[n].r[i].val,
+                   N[n].data[0], N[n].data[1]);
             N[n].m.h1 = N[n].m.h0; N[n].m.h0 = N[n].m.gen;
             N[n].m.gen = N[n].r[i].val; N[n].m.bmgen = 0;
             N[n].m.dstate = UPTD;
@@ -1021,6 +1045,8 @@ inline apply(n, i) {
 
 /* meta_flush_done() */
 inline meta_flush_done(n) {
+    printf("MSC: n%d meta_flush_done: superblock durable (gen=%d bmgen=%d %e)\n", n, N[n].fm.gen, N[n].fm.bmgen,
+           DSNAME(N[n].fm.dstate));
     N[n].busy = 0;
     MCOPY(N[n].dm, N[n].fm);
     N[n].dbm[0] = N[n].fbm[0]; N[n].dbm[1] = N[n].fbm[1];
@@ -1039,13 +1065,14 @@ inline meta_flush_done(n) {
     cbs = N[n].cb; N[n].cb = 0;
     if
     :: cbs & CB_TARGET ->                      /* target_committed() */
-        if :: N[n].pc == PC_CONN -> N[n].paused = 0 :: else -> skip fi
+        if :: N[n].pc == PC_CONN -> printf("MSC: n%d target_committed: reading again\n", n); N[n].paused = 0 :: else -> skip fi
     :: else -> skip
     fi;
     if
     :: cbs & CB_SD ->                          /* sync_done_committed() */
         if
-        :: N[n].sd_pending -> N[n].sd_pending = 0; SEND(PEER(n), ACK, SEQ_SD, 0, 0)
+        :: N[n].sd_pending -> printf("MSC: n%d sync_done_committed: ACK SYNC_DONE\n", n);
+            N[n].sd_pending = 0; SEND(PEER(n), ACK, SEQ_SD, 0, 0)
         :: else -> skip
         fi
     :: else -> skip
@@ -1085,6 +1112,7 @@ inline role_changed(n) {
 
 /* rv_role_promote() */
 inline promote(n, force) {
+    printf("MSC: n%d rv_role_promote force=%d (data %d,%d)\n", n, force, N[n].data[0], N[n].data[1]);
     nops++;
     if
     :: force -> N[n].m.dstate = UPTD; lossy = 1
@@ -1100,6 +1128,7 @@ inline promote(n, force) {
 
 /* rv_role_demote() */
 inline demote(n) {
+    printf("MSC: n%d rv_role_demote\n", n);
     nops++;
     N[n].role = SEC; N[n].m.role = SEC;
     meta_commit(n, 0);
@@ -1108,6 +1137,7 @@ inline demote(n) {
 
 /* rv_peer_connect() */
 inline peer_connect(n, disc) {
+    printf("MSC: n%d rv_peer_connect discard-my-data=%d\n", n, disc);
     nops++;
     N[n].discard = disc;
     if
@@ -1119,6 +1149,7 @@ inline peer_connect(n, disc) {
 /* rv_volume_submit() of a client WRITE of block b (a new write id) */
 inline client_write(n, b) {
     nw++;
+    printf("MSC: n%d rv_volume_submit: client WRITE w%d to block %d\n", n, nw, b);
     wblk[nw] = b; wnode[nw] = n; wst[nw] = W_LIST;
     N[n].ninfl++;
     N[n].r[N[n].nr].kind = K_CW; N[n].r[N[n].nr].blk = b; N[n].r[N[n].nr].val = nw;
@@ -1132,6 +1163,9 @@ inline client_write(n, b) {
 
 /* the process dies: only durable state survives */
 inline crash(n) {
+    printf("MSC: n%d CRASH (durable: data %d,%d gen=%d bmgen=%d %e %e, bitmap %d%d)\n", n, N[n].data[0], N[n].data[1],
+           N[n].dm.gen, N[n].dm.bmgen, DSNAME(N[n].dm.dstate),
+           ROLENAME(N[n].dm.role), N[n].dbm[0], N[n].dbm[1]);
     ncrash++;
     if
     :: N[n].pc != PC_NONE -> linkup = 0
@@ -1169,6 +1203,7 @@ inline crash(n) {
 
 /* rv_volume_open() after an unclean stop: the bitmap is the disk view */
 inline restart(n) {
+    printf("MSC: n%d restart (rv_volume_open): role %e\n", n, ROLENAME(N[n].dm.role));
     N[n].up = 1;
     MCOPY(N[n].m, N[n].dm);
     N[n].role = N[n].dm.role;
@@ -1206,6 +1241,7 @@ inline restart(n) {
 
 /* local_end_io() of a client write; req_join() once the peer leg is done too */
 inline local_end_io(n, i) {
+    printf("MSC: n%d local_end_io: w%d written to block %d\n", n, N[n].r[i].val, N[n].r[i].blk);
     N[n].data[N[n].r[i].blk] = N[n].r[i].val;
     N[n].r[i].ldone = 1;
     if
@@ -1216,6 +1252,7 @@ inline local_end_io(n, i) {
 
 /* fence_done(): the handler exits */
 inline fence_done(n) {
+    printf("MSC: n%d fence_done: 'repvol outdate' on the peer succeeded=%d\n", n, OUTDATE_OK(n));
     if
     :: OUTDATE_OK(n) ->
         /* cmd_outdate() on the peer: Outdated in memory, commit, answer */
@@ -1240,7 +1277,28 @@ proctype node(byte n)
 {
 end:
     do
-    :: d_step { RECV_OK(n) -> q[n]?mt, ma, mb, mc; pc_process(n) }
+    /* pc_process(): one frame, by type */
+    :: d_step { RECV_OK(n) && N[n].pc == PC_HELLO && q[n]?[HELLO, ma, mb, mc] ->
+                q[n]?mt, ma, mb, mc; handle_hello(n) }
+    :: d_step { RECV_OK(n) && N[n].pc == PC_HELLO && q[n]?[REFUSE, ma, mb, mc] ->
+                q[n]?mt, ma, mb, mc;
+                printf("MSC: n%d handle_hello: REFUSE (split brain=%d)\n", n, mb);
+                N[n].ps = (mb -> PS_SB : PS_REFUSED);   /* handle_hello() with a REFUSE */
+                pc_close(n, 0) }
+    :: d_step { RECV_OK(n) && N[n].pc == PC_HELLO && !q[n]?[HELLO, ma, mb, mc] && !q[n]?[REFUSE, ma, mb, mc] ->
+                assert(false) }     /* nothing else comes before a HELLO */
+    :: d_step { RECV_OK(n) && N[n].pc == PC_CONN && IS_REQ_HEAD(n) ->
+                q[n]?mt, ma, mb, mc;
+                if
+                :: N[n].rrole != PRI || N[n].role == PRI -> pc_close(n, 0)   /* write from a non-primary */
+                :: else -> start_remote(n)
+                fi }
+    :: d_step { RECV_OK(n) && N[n].pc == PC_CONN && q[n]?[ACK, ma, mb, mc] ->
+                q[n]?mt, ma, mb, mc; handle_answer(n) }
+    :: d_step { RECV_OK(n) && N[n].pc == PC_CONN && q[n]?[BITMAP, ma, mb, mc] ->
+                q[n]?mt, ma, mb, mc; handle_bitmap(n) }
+    :: d_step { RECV_OK(n) && N[n].pc == PC_CONN && (q[n]?[HELLO, ma, mb, mc] || q[n]?[REFUSE, ma, mb, mc]) ->
+                q[n]?mt, ma, mb, mc; pc_close(n, 0) }   /* unexpected frame */
     :: d_step { LOCAL_OK(n, 0) -> local_end_io(n, 0) }
     :: d_step { LOCAL_OK(n, 1) -> local_end_io(n, 1) }
     :: d_step { LOCAL_OK(n, 2) -> local_end_io(n, 2) }
@@ -1261,7 +1319,8 @@ end:
     /* FIX_OUTDATE_DURABLE: the peer died before the Outdated state was durable */
     :: d_step { N[n].up && N[n].fence == 2 && !N[PEER(n)].up -> N[n].fence = 0 }
 #endif
-    od
+    od;
+    skip
 }
 
 proctype environment()
@@ -1289,7 +1348,7 @@ end:
     :: d_step { !N[0].up -> restart(0) }
     :: d_step { !N[1].up -> restart(1) }
     /* the network */
-    :: d_step { linkup && ncut < MAXCUT -> ncut++; linkup = 0; DRAIN(0); DRAIN(1) }
+    :: d_step { linkup && ncut < MAXCUT -> printf("MSC: LINK CUT\n"); ncut++; linkup = 0; DRAIN(0); DRAIN(1) }
     /* the operator */
     :: d_step { PROMOTE_OK(0) && N[0].m.dstate == UPTD -> promote(0, 0) }
     :: d_step { PROMOTE_OK(1) && N[1].m.dstate == UPTD -> promote(1, 0) }
@@ -1311,7 +1370,8 @@ end:
     :: d_step { N[0].up && N[0].frozen && N[0].fence == 0 && nops < MAXOPS -> nops++; lossy = 1; thaw(0) }
     :: d_step { N[1].up && N[1].frozen && N[1].fence == 0 && nops < MAXOPS -> nops++; lossy = 1; thaw(1) }
 #endif
-    od
+    od;
+    skip
 }
 
 /* (d)/(e) when nothing can move any more: a connected pair has finished
