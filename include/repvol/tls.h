@@ -66,9 +66,9 @@ struct rv_tls_ctx;
 struct rv_tls;
 
 /* Load credentials (reads files: call at start-up or on reconfiguration,
- * not from a loop callback).  0 or -errno with a message in err. */
+ * not from a loop callback).  0 or -errno with a message in msg. */
 int rv_tls_ctx_new(const struct rv_tls_config *cfg, struct rv_tls_ctx **out,
-                   char *err, size_t errlen);
+                   char *msg, size_t msglen);
 /* Drop the caller's reference. */
 void rv_tls_ctx_free(struct rv_tls_ctx *ctx);
 

@@ -183,7 +183,7 @@ node_start A "$TEST_DIR/a.img" secondary "${PEER_ARGS[@]}"
 grep -q 'was not shut down cleanly' "${NODE_LOG[A]}" || fail "the restarted A did not notice its crash"
 t0=$SECONDS
 for ((i = 0; ; i++)); do
-    read -r ps ss done left runs ds role <<<"$(sync_fields B)"
+    read -r ps ss moved left runs ds role <<<"$(sync_fields B)"
     if [ "$ps" = connected ] && [ "$ss" = none ] && [ "$left" -eq 0 ] && [ "$runs" -gt "$RUNS0" ]; then
         read -r aps ass _ _ _ ads arole <<<"$(sync_fields A)"
         [ "$aps" = connected ] && [ "$ass" = none ] && [ "$ads" = UpToDate ] && break
@@ -194,7 +194,7 @@ for ((i = 0; ; i++)); do
     }
     sleep 0.2
 done
-info "resync done $((SECONDS - t0)) s after A's restart (B: $done bytes moved, run $runs)"
+info "resync done $((SECONDS - t0)) s after A's restart (B: $moved bytes moved, run $runs)"
 assert_eq "$role" primary "B's role after the resync"
 assert_eq "$arole" secondary "A's role after the resync"
 grep -q "waiting for the peer's dirty bitmap" "${NODE_LOG[B]}" ||
@@ -203,7 +203,7 @@ merged=$(sed -n "s/.*peer's bitmap merged: \([0-9]*\) bytes to resync in all.*/\
 [ -n "$merged" ] || fail "B did not log merging A's bitmap"
 info "B merged A's bitmap: $merged bytes to resync (B alone: $b_dirty)"
 [ "$merged" -gt "$b_dirty" ] || fail "after merging A's bitmap B resyncs $merged bytes, no more than its own $b_dirty"
-[ "$done" -ge "$merged" ] || fail "the resync moved $done bytes, less than the $merged merged"
+[ "$moved" -ge "$merged" ] || fail "the resync moved $moved bytes, less than the $merged merged"
 grep -q 'resync target (from the peer' "${NODE_LOG[A]}" || fail "A did not become a bitmap resync target"
 
 node_stop B

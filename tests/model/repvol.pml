@@ -27,9 +27,10 @@
  * Proposed fixes (the C code does NOT do these; see README "Findings"):
  *   FIX_META_CB         rv_volume_meta_commit's callback runs after a flush
  *                       that started after the commit (not the one in flight)
- *   FIX_MARK_AT_ISSUE   a client write that was not sent to the peer marks
- *                       its range and makes the new data generation durable
- *                       before the local write is issued (not at req_join)
+ *   FIX_MARK_AT_ISSUE   a client write that is not sent to the peer marks
+ *                       its range (durably, new generation) before its local
+ *                       write is issued, and a leg failed by a lost link
+ *                       marks its range at once (not at req_join)
  *   FIX_TRACK_UNACKED   modes A/B: a frame the peer has not completed stays
  *                       on the leg list; on link loss its range is marked
  *   FIX_FENCE_ALL       fence whenever a primary would acknowledge a write
@@ -40,6 +41,8 @@
  *   FIX_START_SECONDARY a crashed primary restarts as secondary
  *   FIX_SAME_GEN_BITMAP same data generation: a secondary with dirty bits
  *                       is resynced too (its bitmap merged by the primary)
+ *   FIX_HELLO_STABLE    the dialer starts over when its own state changed
+ *                       between its HELLO and its decide()
  *   FIX_SAME_GEN_STATE  same data generation: a secondary that is not
  *                       UpToDate becomes a resync target (SYNC_DONE ends it)
  */
@@ -286,6 +289,11 @@ inline SEND(x_to, x_t, x_a, x_b, x_c) {
     fi
 }
 
+#define HS_CLEAR() hs[0].gen = 0; hs[0].bmgen = 0; hs[0].h0 = 0; hs[0].h1 = 0; hs[0].role = 0; \
+    hs[0].dstate = 0; hs[0].dirty = 0; hs[0].discard = 0; \
+    hs[1].gen = 0; hs[1].bmgen = 0; hs[1].h0 = 0; hs[1].h1 = 0; hs[1].role = 0; \
+    hs[1].dstate = 0; hs[1].dirty = 0; hs[1].discard = 0
+
 inline DRAIN(c) {
     do
     :: nempty(q[c]) -> q[c]?mt, ma, mb, mc
@@ -436,9 +444,11 @@ inline req_start(n, i) {
     N[n].alinf[bb]++;
 #ifdef FIX_MARK_AT_ISSUE
     if
-    :: !(N[n].ps == PS_CONN && N[n].pc == PC_CONN) && !(N[n].bm[bb] && N[n].ahead) ->
+    :: !(N[n].ps == PS_CONN && N[n].pc == PC_CONN) && !(N[n].bm[bb] && N[n].ahead && N[n].hot[bb]) ->
         /* not going to the peer: record it durably before issuing */
-        N[n].bm[bb] = 1; N[n].hot[bb] = 1;
+        printf("MSC: n%d req_start: w%d: peer not connected: mark bit %d first\n", n, N[n].r[i].val, bb);
+        N[n].bm[bb] = 1;
+        if :: !N[n].hot[bb] -> al_make_hot(n, bb) :: else -> skip fi;
         N[n].r[i].st = S_ALW; meta_park(n)
     :: else ->
 #endif
@@ -755,6 +765,10 @@ inline pc_close(n, planned) {
     N[n].sd_pending = 0; N[n].paused = 0; N[n].await = 0;
     N[n].sync = SYNC_NONE; N[n].sfull = 0; N[n].sb = 0;
     if
+    :: N[PEER(n)].pc == PC_NONE -> HS_CLEAR()
+    :: else -> skip
+    fi;
+    if
     :: was ->
         /* rv_resync_abort() */
         if
@@ -797,6 +811,9 @@ inline pc_close(n, planned) {
     do
     :: ci < N[n].nr && N[n].r[ci].kind == K_CW && N[n].r[ci].ppend ->
         N[n].r[ci].ppend = 0; N[n].r[ci].pok = 0;
+#ifdef FIX_MARK_AT_ISSUE
+        N[n].bm[N[n].r[ci].blk] = 1;    /* the peer lacks it: mark now, not at req_join */
+#endif
         if
         :: N[n].r[ci].ldone -> req_join(n, ci); ci = 0
         :: else -> ci++
@@ -852,8 +869,6 @@ inline handle_hello(n) {
     r_gen = hs[PEER(n)].gen; r_bmgen = hs[PEER(n)].bmgen; r_h0 = hs[PEER(n)].h0; r_h1 = hs[PEER(n)].h1;
     r_role = hs[PEER(n)].role; r_dstate = hs[PEER(n)].dstate; r_dirty = hs[PEER(n)].dirty;
     r_discard = hs[PEER(n)].discard;
-    hs[PEER(n)].gen = 0; hs[PEER(n)].bmgen = 0; hs[PEER(n)].h0 = 0; hs[PEER(n)].h1 = 0;
-    hs[PEER(n)].role = 0; hs[PEER(n)].dstate = 0; hs[PEER(n)].dirty = 0; hs[PEER(n)].discard = 0;
     N[n].sb = 0;
     /* rv_repl_check_compat() + "both nodes are secondary" */
     reason = 0;
@@ -873,11 +888,31 @@ inline handle_hello(n) {
     :: else -> skip
     fi;
     N[n].rrole = r_role;
+#ifdef FIX_HELLO_STABLE
+    /* the dialer decides on the state it advertised: if it changed since
+     * its HELLO, the two decisions could differ: start over */
+    if
+    :: N[n].outgoing && reason == 0 &&
+       (hs[n].gen != N[n].m.gen || hs[n].bmgen != N[n].m.bmgen || hs[n].h0 != N[n].m.h0 ||
+        hs[n].h1 != N[n].m.h1 || hs[n].role != N[n].role || hs[n].dstate != N[n].m.dstate ||
+        hs[n].dirty != NBITS(n) || hs[n].discard != N[n].discard) ->
+        printf("MSC: n%d handle_hello: own state changed since its HELLO: reconnect\n", n);
+        reason = 255
+    :: else -> skip
+    fi;
+#endif
+    if
+    :: N[n].outgoing -> HS_CLEAR()          /* both HELLOs consumed */
+    :: else -> skip
+    fi;
     printf("MSC: n%d handle_hello: local gen=%d bmgen=%d hist=%d,%d bits=%d %e; peer gen=%d bmgen=%d hist=%d,%d dirty=%d %e discard=%d -> reason %d split_brain=%d\n",
            n, N[n].m.gen, N[n].m.bmgen, N[n].m.h0, N[n].m.h1, NBITS(n), ROLENAME(N[n].role),
            r_gen, r_bmgen, r_h0, r_h1, r_dirty, ROLENAME(r_role),
            r_discard, reason, N[n].sb);
     if
+#ifdef FIX_HELLO_STABLE
+    :: reason == 255 -> pc_close(n, 0)
+#endif
     :: reason != 0 ->
         /* send_refuse(): the REFUSE goes out, then the connection closes */
         N[n].ps = (N[n].sb -> PS_SB : PS_REFUSED);
@@ -1182,6 +1217,10 @@ inline crash(n) {
         fk++
     :: else -> break
     od;
+    if
+    :: N[PEER(n)].pc == PC_NONE -> HS_CLEAR()
+    :: else -> skip
+    fi;
     N[n].up = 0; N[n].role = 0; MZERO(N[n].m);
     N[n].bm[0] = 0; N[n].bm[1] = 0; N[n].hot[0] = 0; N[n].hot[1] = 0;
     N[n].alinf[0] = 0; N[n].alinf[1] = 0;
@@ -1367,8 +1406,8 @@ end:
     :: d_step { N[0].up && (N[0].ps == PS_SB || N[0].ps == PS_REFUSED) && nops < MAXOPS -> peer_connect(0, 0) }
     :: d_step { N[1].up && (N[1].ps == PS_SB || N[1].ps == PS_REFUSED) && nops < MAXOPS -> peer_connect(1, 0) }
 #if FENCE
-    :: d_step { N[0].up && N[0].frozen && N[0].fence == 0 && nops < MAXOPS -> nops++; lossy = 1; thaw(0) }
-    :: d_step { N[1].up && N[1].frozen && N[1].fence == 0 && nops < MAXOPS -> nops++; lossy = 1; thaw(1) }
+    :: d_step { N[0].up && N[0].frozen && N[0].fence == 0 && nops < MAXOPS -> printf("MSC: n0 rv_peer_resume_io\n"); nops++; lossy = 1; thaw(0) }
+    :: d_step { N[1].up && N[1].frozen && N[1].fence == 0 && nops < MAXOPS -> printf("MSC: n1 rv_peer_resume_io\n"); nops++; lossy = 1; thaw(1) }
 #endif
     od;
     skip
