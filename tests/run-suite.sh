@@ -30,6 +30,7 @@ PHASE_TIMEOUT=${RUN_SUITE_PHASE_TIMEOUT:-1500}
 PHASES=${RUN_SUITE_PHASES:-build san valgrind}
 LOG_LINES=${RUN_SUITE_LOG_LINES:-300}
 JOBS=2
+CHECK_JOBS=${RUN_SUITE_CHECK_JOBS:-2}
 
 T_START=$(date +%s)
 banner() { printf '\n==== %s\n' "$*"; }
@@ -112,7 +113,9 @@ build_phase() {
     note "built in $(elapsed "$t0")s"
     banner "$phase: make check"
     rc=0
-    timeout -k 60 "$PHASE_TIMEOUT" make -C "$dir" check 2>&1 | tee "$dir/check.out" |
+    # Two tests at a time: each end-to-end test has its own temp dir,
+    # network namespaces (named after its pid), sockets and ports.
+    timeout -k 60 "$PHASE_TIMEOUT" make -C "$dir" -j"$CHECK_JOBS" check 2>&1 | tee "$dir/check.out" |
         grep --line-buffered -E '^(PASS|FAIL|SKIP|XFAIL|XPASS|ERROR):|^# |Error [0-9]|error:'
     rc=${PIPESTATUS[0]}
     [ "$rc" = 124 ] && note "make check timed out after ${PHASE_TIMEOUT}s"
