@@ -33,6 +33,7 @@
 #include "repvol/peer_link.h"
 #include "repvol/repl_proto.h"
 #include "repvol/resync.h"
+#include "repvol/sync_decide.h"
 #include "repvol/util.h"
 #include "repvol/verify.h"
 #include "repvol/volume.h"
@@ -178,26 +179,6 @@ static void peer_shutdown_finish(struct rv_peer *p);
 static void peer_maybe_shutdown_done(struct rv_peer *p);
 static void pc_process(struct peer_conn *pc);
 
-const char *rv_sb_policy_name(enum rv_sb_policy p)
-{
-    switch (p) {
-    case RV_SB_DISCONNECT: return "disconnect";
-    case RV_SB_DISCARD_ZERO_CHANGES: return "discard-zero-changes";
-    case RV_SB_DISCARD_LEAST_CHANGES: return "discard-least-changes";
-    }
-    return "unknown";
-}
-
-int rv_sb_policy_parse(const char *s, enum rv_sb_policy *out)
-{
-    for (int i = RV_SB_DISCONNECT; i <= RV_SB_DISCARD_LEAST_CHANGES; i++)
-        if (!strcmp(s, rv_sb_policy_name((enum rv_sb_policy)i))) {
-            *out = (enum rv_sb_policy)i;
-            return 0;
-        }
-    return -EINVAL;
-}
-
 const char *rv_peer_state_name(enum rv_peer_state s)
 {
     switch (s) {
@@ -306,131 +287,31 @@ static void send_refuse(struct peer_conn *pc, uint32_t reason, const char *msg)
     rv_sockconn_send(&pc->sc, &pc->hello_item);
 }
 
-/* Data generations decide whether the copies are in sync, which one is
- * newer (the sync source) and by how much (bitmap or full sync), or that
- * they must not be connected.  Both nodes evaluate the same rules on the
- * two hellos and reach the same answer.  Generation 0 is an empty mirror
- * (`repvol create --uuid`).  A node ahead of its peer has bitmap_gen = the
- * generation the peer still has. */
+/* The handshake decision lives in sync_decide.c (pure, unit-tested);
+ * here it gets this node's and the peer's views. */
 static uint32_t decide(struct peer_conn *pc, const struct rv_repl_hello *r, char *msg, size_t len)
 {
     struct rv_peer *p = pc->p;
     const struct rv_meta *m = &p->v->meta;
-    bool primary = p->v->role == RV_ROLE_PRIMARY;
-    uint64_t lg = m->current_gen, rg = r->current_gen;
-    pc->sync = SYNC_NONE;
-    pc->sync_full = false;
-
-    if (lg == 0 && rg == 0) {
-        snprintf(msg, len, "both nodes are empty mirrors: neither has data to sync from");
-        return RV_REPL_REFUSE_STATE;
-    }
-    if (rg == 0 || lg == 0) {
-        bool source = rg == 0;
-        uint32_t src_state = source ? m->disk_state : r->disk_state;
-        if (src_state != RV_DISK_UPTODATE) {
-            snprintf(msg, len, "the %s side is %s: it cannot be the source of a full sync",
-                     source ? "local" : "peer", rv_disk_state_name(src_state));
-            return RV_REPL_REFUSE_STATE;
-        }
-        if (!source && primary) {
-            snprintf(msg, len, "this node is an empty mirror and cannot be primary");
-            return RV_REPL_REFUSE_STATE;
-        }
-        pc->sync = source ? SYNC_SOURCE : SYNC_TARGET;
-        pc->sync_full = true;
-        snprintf(msg, len, "%s is an empty mirror: full sync from %s", source ? "the peer" : "this node",
-                 source ? "this node" : "the peer");
-        return 0;
-    }
-    if (lg == rg) {
-        /* Same data generation.  Bits left by an unclean stop of the
-         * primary (its activity log) still go to the secondary. */
-        if (primary && p->v->bm.set_bits > 0)
-            pc->sync = SYNC_SOURCE;
-        else if (!primary && r->dirty_bytes > 0)
-            pc->sync = SYNC_TARGET;
-        snprintf(msg, len, "same data generation %016" PRIx64 "%s", lg,
-                 pc->sync == SYNC_NONE ? ": in sync" : ", resyncing what the primary marked dirty");
-        return 0;
-    }
-    if (m->bitmap_gen && m->bitmap_gen == rg && r->bitmap_gen == 0) {
-        if (!primary) {
-            snprintf(msg, len, "this secondary has changes the primary lacks (generation %016" PRIx64
-                     " based on %016" PRIx64 "); promote it or discard its changes", lg, rg);
-            return RV_REPL_REFUSE_STATE;
-        }
-        pc->sync = SYNC_SOURCE;
-        snprintf(msg, len, "this node is ahead (generation %016" PRIx64 ", peer at %016" PRIx64
-                 "): resync from the dirty bitmap", lg, rg);
-        return 0;
-    }
-    if (r->bitmap_gen && r->bitmap_gen == lg && m->bitmap_gen == 0) {
-        if (primary) {
-            snprintf(msg, len, "the peer has changes this primary lacks (generation %016" PRIx64
-                     " based on %016" PRIx64 "); refusing to overwrite them", rg, lg);
-            return RV_REPL_REFUSE_STATE;
-        }
-        pc->sync = SYNC_TARGET;
-        snprintf(msg, len, "the peer is ahead (generation %016" PRIx64 ", this node at %016" PRIx64
-                 "): resync from its dirty bitmap", rg, lg);
-        return 0;
-    }
-    if (m->bitmap_gen && m->bitmap_gen == r->bitmap_gen) {
-        /* Both changed the data since they last agreed.  Never merge
-         * silently: an operator (--discard-my-data) or a configured policy
-         * picks the side whose changes are thrown away. */
-        uint64_t ld = p->v->bm.set_bits << p->v->bm.gran_shift, rd = r->dirty_bytes;
-        bool l_discard = p->discard_my_data, r_discard = (r->flags & RV_REPL_HELLO_F_DISCARD_MY_DATA) != 0;
-        int victim = 0;         /* 1: this node, 2: the peer */
-        const char *why = NULL;
-        if (l_discard != r_discard) {
-            victim = l_discard ? 1 : 2;
-            why = "discard-my-data";
-        } else if (!l_discard && p->o.sb_policy == RV_SB_DISCARD_ZERO_CHANGES && (ld == 0) != (rd == 0)) {
-            victim = ld == 0 ? 1 : 2;
-            why = "policy discard-zero-changes";
-        } else if (!l_discard && p->o.sb_policy == RV_SB_DISCARD_LEAST_CHANGES && ld != rd) {
-            victim = ld < rd ? 1 : 2;
-            why = "policy discard-least-changes";
-        }
-        if (victim && ((victim == 1 && primary) || (victim == 2 && r->role == RV_ROLE_PRIMARY)))
-            victim = 0;         /* never throw away a serving primary's data */
-        if (victim) {
-            pc->sync = victim == 1 ? SYNC_TARGET : SYNC_SOURCE;
-            snprintf(msg, len, "split brain since generation %016" PRIx64 " resolved by %s: %s node's changes "
-                     "(%" PRIu64 " bytes) are discarded; resync from the %s using both bitmaps",
-                     m->bitmap_gen, why, victim == 1 ? "this" : "the peer", victim == 1 ? ld : rd,
-                     victim == 1 ? "peer" : "this node");
-            return 0;
-        }
-        pc->split_brain = true;
-        snprintf(msg, len, "SPLIT BRAIN: both nodes changed the data since generation %016" PRIx64
-                 " (this node %" PRIu64 " bytes as %016" PRIx64 ", peer %" PRIu64 " bytes as %016" PRIx64
-                 "); not connecting. Keep one side: run 'repvol connect --discard-my-data' on the other "
-                 "(as secondary)", m->bitmap_gen, ld, lg, rd, rg);
-        return RV_REPL_REFUSE_GENERATION;
-    }
-    for (unsigned i = 0; i < RV_REPL_HISTORY; i++) {
-        /* One side is more than one step ahead: its bitmap doesn't cover
-         * everything the other lacks, so copy all of it. */
-        if (m->history_gen[i] && m->history_gen[i] == rg && primary) {
-            pc->sync = SYNC_SOURCE;
-            pc->sync_full = true;
-            snprintf(msg, len, "the peer is at an older generation of this node's data: full sync");
-            return 0;
-        }
-        if (r->history_gen[i] && r->history_gen[i] == lg && !primary) {
-            pc->sync = SYNC_TARGET;
-            pc->sync_full = true;
-            snprintf(msg, len, "this node is at an older generation of the peer's data: full sync");
-            return 0;
-        }
-    }
-    snprintf(msg, len, "unrelated data: generations local %016" PRIx64 " (base %016" PRIx64
-             "), peer %016" PRIx64 " (base %016" PRIx64 ") share no history", lg, m->bitmap_gen, rg,
-             r->bitmap_gen);
-    return RV_REPL_REFUSE_GENERATION;
+    struct rv_gen_view local = {
+        .current_gen = m->current_gen, .bitmap_gen = m->bitmap_gen,
+        .history_gen = { m->history_gen[0], m->history_gen[1] }, .disk_state = m->disk_state,
+        .primary = p->v->role == RV_ROLE_PRIMARY,
+        .dirty_bytes = p->v->bm.set_bits << p->v->bm.gran_shift, .discard_my_data = p->discard_my_data,
+    };
+    struct rv_gen_view remote = {
+        .current_gen = r->current_gen, .bitmap_gen = r->bitmap_gen,
+        .history_gen = { r->history_gen[0], r->history_gen[1] }, .disk_state = r->disk_state,
+        .primary = r->role == RV_ROLE_PRIMARY, .dirty_bytes = r->dirty_bytes,
+        .discard_my_data = (r->flags & RV_REPL_HELLO_F_DISCARD_MY_DATA) != 0,
+    };
+    struct rv_sync_decision d;
+    rv_sync_decide(&local, &remote, p->o.sb_policy, &d);
+    pc->sync = d.dir == RV_SYNC_SOURCE ? SYNC_SOURCE : d.dir == RV_SYNC_TARGET ? SYNC_TARGET : SYNC_NONE;
+    pc->sync_full = d.full;
+    pc->split_brain = d.split_brain;
+    snprintf(msg, len, "%s", d.msg);
+    return d.refuse;
 }
 
 static void target_committed(struct rv_volume *v, int err)

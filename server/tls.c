@@ -26,7 +26,7 @@
 #include "repvol/tls.h"
 
 #define PSK_KEY_MIN 16              /* below 128 bits we refuse the key */
-#define PSK_KEY_MAX 48              /* SSL_SESSION_set1_master_key's limit */
+#define PSK_KEY_MAX 512             /* OpenSSL's limit for a TLS 1.3 PSK, and psktool's */
 #define PSK_ID_MAX 128              /* GnuTLS servers refuse longer identities */
 #define SECRET_FILE_MAX (1u << 20)
 #define TLS_RECORD_MAX 16384u

@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include "repvol/sockconn.h"
 #include "repvol/strbuf.h"
+#include "repvol/sync_decide.h"
 
 struct rv_volume;
 struct rv_req;
@@ -42,14 +43,7 @@ enum rv_peer_state {
                                  * automatically unless a policy says how */
 };
 
-/* What to do when both nodes changed the data while apart. */
-enum rv_sb_policy {
-    RV_SB_DISCONNECT = 0,       /* refuse; an operator decides (default) */
-    RV_SB_DISCARD_ZERO_CHANGES, /* a side that changed nothing takes the other's data */
-    RV_SB_DISCARD_LEAST_CHANGES,/* the side with fewer changed bytes takes the other's */
-};
-const char *rv_sb_policy_name(enum rv_sb_policy p);
-int rv_sb_policy_parse(const char *s, enum rv_sb_policy *out);
+
 const char *rv_peer_state_name(enum rv_peer_state s);
 
 /* The per-request part of the link, embedded in struct rv_req. */

@@ -23,7 +23,7 @@
  *  - RV_TLS_PSK: TLS 1.3 external PSK with SHA-256 (what GnuTLS, hence
  *    nbdkit and libnbd, use), (EC)DHE key exchange required.  psk_file holds
  *    "identity:hexkey" lines as written by psktool(1) ("#hexidentity:hexkey"
- *    too); keys of 16 to 48 bytes.  A client sends psk_identity; a server
+ *    too); keys of 16 to 512 bytes.  A client sends psk_identity; a server
  *    accepts any identity in the file, or only psk_identity if set.
  *  - RV_TLS_X509: mutual certificate authentication in the nbdkit/qemu
  *    directory layout: x509_dir/ca-cert.pem, server-cert.pem +

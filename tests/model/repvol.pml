@@ -28,9 +28,8 @@
  *   FIX_META_CB         rv_volume_meta_commit's callback runs after a flush
  *                       that started after the commit (not the one in flight)
  *   FIX_MARK_AT_ISSUE   a client write that is not sent to the peer marks
- *                       its range (durably, new generation) before its local
- *                       write is issued, and a leg failed by a lost link
- *                       marks its range at once (not at req_join)
+ *                       its range when it is issued, and a leg failed by a
+ *                       lost link marks its range at once (not at req_join)
  *   FIX_TRACK_UNACKED   modes A/B: a frame the peer has not completed stays
  *                       on the leg list; on link loss its range is marked
  *   FIX_FENCE_ALL       fence whenever a primary would acknowledge a write
@@ -43,6 +42,8 @@
  *                       is resynced too (its bitmap merged by the primary)
  *   FIX_HELLO_STABLE    the dialer starts over when its own state changed
  *                       between its HELLO and its decide()
+ *   FIX_FULL_SYNC_HOLES a full sync sends holes too (as zeroes/TRIM) unless the
+ *                       target is an empty mirror
  *   FIX_SAME_GEN_STATE  same data generation: a secondary that is not
  *                       UpToDate becomes a resync target (SYNC_DONE ends it)
  */
@@ -434,7 +435,11 @@ inline req_issue(n, i) {
 #else
         N[n].r[i].ppend = 1
 #endif
-    :: else -> skip
+    :: else ->
+#ifdef FIX_MARK_AT_ISSUE
+        N[n].bm[N[n].r[i].blk] = 1;     /* the peer won't get it: mark now, not at req_join */
+#endif
+        skip
     fi
 }
 
@@ -442,16 +447,6 @@ inline req_issue(n, i) {
 inline req_start(n, i) {
     bb = N[n].r[i].blk;
     N[n].alinf[bb]++;
-#ifdef FIX_MARK_AT_ISSUE
-    if
-    :: !(N[n].ps == PS_CONN && N[n].pc == PC_CONN) && !(N[n].bm[bb] && N[n].ahead && N[n].hot[bb]) ->
-        /* not going to the peer: record it durably before issuing */
-        printf("MSC: n%d req_start: w%d: peer not connected: mark bit %d first\n", n, N[n].r[i].val, bb);
-        N[n].bm[bb] = 1;
-        if :: !N[n].hot[bb] -> al_make_hot(n, bb) :: else -> skip fi;
-        N[n].r[i].st = S_ALW; meta_park(n)
-    :: else ->
-#endif
     if
     :: !N[n].hot[bb] ->
         printf("MSC: n%d req_start: w%d: activity-log extent %d cold: meta_park\n", n, N[n].r[i].val, bb);
@@ -460,9 +455,6 @@ inline req_start(n, i) {
         meta_park(n)
     :: else -> req_issue(n, i)
     fi
-#ifdef FIX_MARK_AT_ISSUE
-    fi
-#endif
 }
 
 /* ord_kick() */
@@ -574,8 +566,12 @@ inline rs_pump(n) {
 inline resync_start(n, isfull) {
     if
     :: isfull ->        /* every allocated block: holes are skipped */
+#ifdef FIX_FULL_SYNC_HOLES
+        N[n].bm[0] = 1; N[n].bm[1] = 1      /* the target may hold data where we have holes */
+#else
         if :: N[n].data[0] != 0 -> N[n].bm[0] = 1 :: else -> skip fi;
         if :: N[n].data[1] != 0 -> N[n].bm[1] = 1 :: else -> skip fi
+#endif
     :: else -> skip
     fi;
     N[n].rs = RS_SOURCE; N[n].aborting = 0; N[n].cursor = 0;
