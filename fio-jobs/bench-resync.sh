@@ -78,7 +78,7 @@ VOL_BYTES=$((2 * DIRTY_BYTES))
 for c in ip fio nbdcopy nbdkit nbdinfo python3 timeout; do
     command -v "$c" >/dev/null 2>&1 || die "'$c' not found: run 'sudo bash tests/install-deps.sh'"
 done
-[ -x "$BUILD/repvold" ] && [ -x "$BUILD/repvol" ] || die "no repvold/repvol in $BUILD: build first, or pass --build DIR"
+{ [ -x "$BUILD/repvold" ] && [ -x "$BUILD/repvol" ]; } || die "no repvold/repvol in $BUILD: build first, or pass --build DIR"
 mkdir -p "$BASEDIR"
 
 # ------------------------------------------------------------------ cleanup
@@ -244,16 +244,16 @@ drop_cache "$W/b.img"
 t0=$(date +%s.%N)
 node B "$W/b.img" secondary
 for ((i = 0; ; i++)); do
-    read -r ps ss done left runs <<<"$(sync_fields "$W/nodeA.ctl")"
+    read -r ps ss ndone left runs <<<"$(sync_fields "$W/nodeA.ctl")"
     [ "$ps" = connected ] && [ "$ss" = none ] && [ "$runs" -gt "$runs0" ] && [ "$left" -eq 0 ] && break
-    [ "$i" -lt 6000 ] || die "resync not done after 10 minutes ($ps $ss $done done, $left left)"
+    [ "$i" -lt 6000 ] || die "resync not done after 10 minutes ($ps $ss $ndone done, $left left)"
     sleep 0.1
 done
 t1=$(date +%s.%N)
 stop "${NODE_PID[A]}"
 stop "${NODE_PID[B]}"
 cmp -n "$DIRTY_BYTES" "$W/a.img" "$W/b.img" >/dev/null || die "resync left the images different"
-RESYNC=$(python3 - "$W/nodeA.log" "$done" "$t0" "$t1" <<'EOF'
+RESYNC=$(python3 - "$W/nodeA.log" "$ndone" "$t0" "$t1" <<'EOF'
 import re, sys
 log, done, t0, t1 = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 def ts(l):
@@ -273,7 +273,7 @@ EOF
 ) || die "could not time the resync"
 read -r resync_mbs resync_s wall_mbs wall_s <<<"$RESYNC"
 printf '    %-44s %8.1f MB/s  (%d bytes in %s s; %.1f MB/s over %s s from the secondary'"'"'s start)\n' \
-    "repvold resync (8 x 256K in flight, FUA)" "$resync_mbs" "$done" "$resync_s" "$wall_mbs" "$wall_s"
+    "repvold resync (8 x 256K in flight, FUA)" "$resync_mbs" "$ndone" "$resync_s" "$wall_mbs" "$wall_s"
 
 # nbdcopy between nbdkit file exports: A's side over a Unix socket, B's over TCP on the veth.
 nbdcopy_run() { # LABEL NBDCOPY-ARGS...

@@ -85,6 +85,8 @@ static void usage(FILE *f)
 "      --peer HOST:PORT     the peer's replication address (the primary dials it)\n"
 "      --repl-listen HOST:PORT  accept the peer's connection here\n"
 "      --node-id N          this node's id, 0..31, different on the two nodes\n"
+"      --force-primary      serve as primary even a copy that is not UpToDate\n"
+"                           (Inconsistent: an unfinished sync; Outdated: behind)\n"
 "      --role ROLE          primary (serves clients, sends writes) or secondary\n"
 "                           (applies the primary's writes, exports nothing);\n"
 "                           default: primary without --peer/--repl-listen, else\n"
@@ -317,7 +319,7 @@ int main(int argc, char **argv)
     enum { OPT_EXPORT = 256, OPT_CACHE, OPT_RO, OPT_MAXREQ, OPT_BUFMEM, OPT_MAXCONN,
            OPT_MAXINFL, OPT_NOMLOCK, OPT_PIDFILE, OPT_LOGLEVEL, OPT_CONTROL,
            OPT_PEER, OPT_REPL_LISTEN, OPT_NODE_ID, OPT_ROLE, OPT_PROTOCOL, OPT_PEER_TIMEOUT,
-           OPT_RESYNC_RATE, OPT_RESYNC_CHECKSUM, OPT_SB_POLICY, OPT_FENCE };
+           OPT_RESYNC_RATE, OPT_RESYNC_CHECKSUM, OPT_SB_POLICY, OPT_FENCE, OPT_FORCE_PRIMARY };
     static const struct option longopts[] = {
         { "volume", required_argument, NULL, 'v' },
         { "listen", required_argument, NULL, 'l' },
@@ -341,6 +343,7 @@ int main(int argc, char **argv)
         { "resync-checksum", no_argument, NULL, OPT_RESYNC_CHECKSUM },
         { "split-brain-policy", required_argument, NULL, OPT_SB_POLICY },
         { "fence-peer-handler", required_argument, NULL, OPT_FENCE },
+        { "force-primary", no_argument, NULL, OPT_FORCE_PRIMARY },
         { "log-level", required_argument, NULL, OPT_LOGLEVEL },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
@@ -353,7 +356,7 @@ int main(int argc, char **argv)
     };
     struct rv_nbd_opts nopts = { .max_connections = 64, .max_inflight = 128 };
     struct rv_peer_opts popts = { .mode = RV_MODE_C, .timeout_ms = 6000, .ping_ms = 1000 };
-    bool want_mlock = true;
+    bool want_mlock = true, force_primary = false;
     enum rv_log_level level = RV_LOG_INFO;
     uint64_t n;
     int c;
@@ -438,6 +441,7 @@ int main(int argc, char **argv)
             }
             break;
         case OPT_RESYNC_CHECKSUM: popts.checksum_resync = true; break;
+        case OPT_FORCE_PRIMARY: force_primary = true; break;
         case OPT_FENCE:
             if (access(optarg, X_OK) < 0) {
                 fprintf(stderr, "repvold: --fence-peer-handler %s: %s\n", optarg, strerror(errno));
@@ -508,6 +512,20 @@ int main(int argc, char **argv)
     if (r < 0) {
         rv_loop_fini(&d.loop);
         return 1;
+    }
+    if (d.vol.role == RV_ROLE_PRIMARY && d.vol.meta.disk_state != RV_DISK_UPTODATE && !force_primary) {
+        rv_err("volume %s: refusing to serve an %s copy as primary: %s; start it as --role secondary to "
+               "receive a sync from its peer, or add --force-primary to serve it anyway", d.vol.meta.name,
+               rv_disk_state_name(d.vol.meta.disk_state),
+               d.vol.meta.disk_state == RV_DISK_INCONSISTENT ? "it is an empty mirror or a resync into it "
+               "did not finish" : "its peer is known to have newer data");
+        r = -EPERM;
+        goto out_volume;
+    }
+    if (d.vol.role == RV_ROLE_PRIMARY && d.vol.meta.disk_state != RV_DISK_UPTODATE) {
+        rv_warn("volume %s: serving a %s copy as primary (--force-primary)", d.vol.meta.name,
+                rv_disk_state_name(d.vol.meta.disk_state));
+        d.vol.meta.disk_state = RV_DISK_UPTODATE;
     }
     harden_memory(want_mlock, d.vol.pool.total_bytes);
 

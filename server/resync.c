@@ -32,7 +32,7 @@ struct rv_resync {
     unsigned inflight;
     struct chunk chunks[RV_RESYNC_INFLIGHT];
     struct rv_sendq_item done_item;
-    bool done_busy;
+    bool done_busy, done_sent;
     uint64_t done_seq;
     /* progress */
     uint64_t total_bytes, sent_bytes, start_ns, end_ns;
@@ -46,6 +46,7 @@ struct rv_resync {
 
 static void rs_pump(struct rv_resync *rs);
 static void notify_idle(struct rv_resync *rs);
+static void chunk_maybe_finish(struct chunk *c);
 
 int rv_resync_create(struct rv_resync **out, struct rv_volume *v, const struct rv_resync_link *link,
                      uint64_t rate_limit)
@@ -119,7 +120,25 @@ void rv_resync_start(struct rv_resync *rs, bool full)
 
 void rv_resync_abort(struct rv_resync *rs)
 {
-    if (!rs || rs->state == RS_IDLE)
+    if (!rs)
+        return;
+    /* Chunks already on the wire will never be answered now: retire them
+     * (their bits stay set).  Unsent ones come back through their send
+     * callbacks with an error. */
+    for (unsigned i = 0; i < RV_RESYNC_INFLIGHT; i++) {
+        struct chunk *c = &rs->chunks[i];
+        if (c->busy && c->sent && !c->answered) {
+            c->answered = true;
+            c->answer = -ENOTCONN;
+            rs->aborting = true;
+            chunk_maybe_finish(c);
+        }
+    }
+    if (rs->done_busy && rs->done_sent) {
+        rs->done_busy = false;
+        notify_idle(rs);
+    }
+    if (rs->state == RS_IDLE)
         return;
     if (rs->state != RS_TARGET) {
         char sz[32];
@@ -176,7 +195,7 @@ static void chunk_maybe_finish(struct chunk *c)
     if (c->answer == 0 && !rs->aborting) {
         rv_bitmap_clear(&rs->v->bm, c->req.off, c->req.len);
         rs->sent_bytes += c->req.len;
-    } else if (c->answer != 0) {
+    } else if (c->answer != 0 && c->answer != -ENOTCONN && c->answer != -ECONNRESET) {
         rv_err("volume %s: peer failed to store resync data at %" PRIu64 ": %s", rs->v->meta.name,
                c->req.off, strerror(-c->answer));
     }
@@ -264,6 +283,7 @@ bool rv_resync_answer(struct rv_resync *rs, uint64_t seq, int err)
 static void done_sent(struct rv_sendq_item *it, int err)
 {
     struct rv_resync *rs = RV_CONTAINER_OF(it, struct rv_resync, done_item);
+    rs->done_sent = true;
     if (err) {
         rs->done_busy = false;
         notify_idle(rs);
@@ -310,6 +330,7 @@ static void rs_pump(struct rv_resync *rs)
             rs->done_item.data_len = 0;
             rs->done_item.done = done_sent;
             rs->done_busy = true;
+            rs->done_sent = false;
             if (!rs->link.send(rs->link.ctx, &rs->done_item))
                 rs->done_busy = false;
             return;

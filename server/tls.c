@@ -78,7 +78,8 @@ struct rv_tls {
     /* What the callbacks saw, for messages. */
     bool psk_offered, psk_unknown;
     int verify_err, verify_depth;
-    char verify_cert[96];
+    char verify_cert[96];           /* the certificate that failed */
+    char verify_leaf[96], verify_issuer[96];
     char verify_time[40];
     char peer[RV_TLS_PEER_MAX];
     char err[RV_TLS_ERR_MAX];
@@ -526,9 +527,8 @@ static int psk_find_cb(SSL *ssl, const unsigned char *id, size_t idlen, SSL_SESS
     return *sess != NULL;
 }
 
-static void describe_cert(X509 *cert, char *buf, size_t len)
+static void describe_name(X509_NAME *name, char *buf, size_t len)
 {
-    X509_NAME *name = cert ? X509_get_subject_name(cert) : NULL;
     char raw[256];
     int n = name ? X509_NAME_get_text_by_NID(name, NID_commonName, raw, sizeof raw) : -1;
     if (n < 0 && name) {
@@ -539,6 +539,11 @@ static void describe_cert(X509 *cert, char *buf, size_t len)
         snprintf(buf, len, "(no subject)");
     else
         sanitize(buf, len, raw, (size_t)n);
+}
+
+static void describe_cert(X509 *cert, char *buf, size_t len)
+{
+    describe_name(cert ? X509_get_subject_name(cert) : NULL, buf, len);
 }
 
 static void describe_time(const ASN1_TIME *tm, char *buf, size_t len)
@@ -565,6 +570,9 @@ static int verify_cb(int ok, X509_STORE_CTX *xs)
     t->verify_depth = X509_STORE_CTX_get_error_depth(xs);
     X509 *cert = X509_STORE_CTX_get_current_cert(xs);
     describe_cert(cert, t->verify_cert, sizeof t->verify_cert);
+    X509 *leaf = X509_STORE_CTX_get0_cert(xs);
+    describe_cert(leaf, t->verify_leaf, sizeof t->verify_leaf);
+    describe_name(leaf ? X509_get_issuer_name(leaf) : NULL, t->verify_issuer, sizeof t->verify_issuer);
     if (cert && t->verify_err == X509_V_ERR_CERT_HAS_EXPIRED)
         describe_time(X509_get0_notAfter(cert), t->verify_time, sizeof t->verify_time);
     else if (cert && t->verify_err == X509_V_ERR_CERT_NOT_YET_VALID)
@@ -962,8 +970,10 @@ static void verify_message(struct rv_tls *t)
     case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
     case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
     case X509_V_ERR_CERT_SIGNATURE_FAILURE:
-        msgf(t->err, sizeof t->err, "%s is not signed by our CA (%s/ca-cert.pem): %s", cert,
-             t->ctx->source, X509_verify_cert_error_string(t->verify_err));
+        /* Name the peer's own certificate, whichever link of its chain broke. */
+        msgf(t->err, sizeof t->err, "%s certificate '%s' (issued by '%s') is not signed by our CA "
+             "(%s/ca-cert.pem): %s", whose, t->verify_leaf, t->verify_issuer, t->ctx->source,
+             X509_verify_cert_error_string(t->verify_err));
         break;
     case X509_V_ERR_CERT_REVOKED:
         msgf(t->err, sizeof t->err, "%s has been revoked", cert);
@@ -994,6 +1004,10 @@ static int fail(struct rv_tls *t, int ssl_err, const char *during)
     if (first_ssl)
         first = first_ssl;
     int reason = first ? ERR_GET_REASON(first) : 0;
+    const char *reason_text = first ? ERR_reason_error_string(first) : NULL;
+    if (!reason_text)
+        reason_text = "unknown reason";
+    bool psk_server = t->ctx->kind == RV_TLS_PSK && t->ctx->server;
     t->fail_err = -EPROTO;
     if (t->out_overflow) {
         t->fail_err = -ENOBUFS;
@@ -1006,29 +1020,34 @@ static int fail(struct rv_tls *t, int ssl_err, const char *during)
         if (hint && t->ctx->kind == RV_TLS_PSK && !t->ctx->server) {
             char id[64];
             sanitize(id, sizeof id, t->ctx->psk[0].id, t->ctx->psk[0].id_len);
-            msgf(t->err, sizeof t->err, "%s '%s' (alert: %s)", hint, id, SSL_alert_desc_string_long(alert));
+            msgf(t->err, sizeof t->err, "%s (our identity: '%s'; alert: %s)", hint, id,
+                 SSL_alert_desc_string_long(alert));
         }
         else if (hint)
             msgf(t->err, sizeof t->err, "%s (alert: %s)", hint, SSL_alert_desc_string_long(alert));
         else
             msgf(t->err, sizeof t->err, "the peer ended the session %s with alert '%s'", during,
                  SSL_alert_desc_string_long(alert));
-    } else if (t->ctx->kind == RV_TLS_PSK && t->ctx->server && t->state == ST_HANDSHAKE &&
-               t->psk_unknown) {
+    } else if (reason == SSL_R_UNSUPPORTED_PROTOCOL || reason == SSL_R_NO_PROTOCOLS_AVAILABLE) {
+        msgf(t->err, sizeof t->err, "the peer does not offer TLS 1.3");
+    } else if (psk_server && t->state == ST_HANDSHAKE && t->psk_unknown) {
         msgf(t->err, sizeof t->err, "client offered unknown PSK identity '%s'", t->peer);
     } else if (reason == SSL_R_BINDER_DOES_NOT_VERIFY) {
         msgf(t->err, sizeof t->err, "client's key for PSK identity '%s' is wrong", t->peer);
-    } else if (t->ctx->kind == RV_TLS_PSK && t->ctx->server && t->state == ST_HANDSHAKE &&
-               !t->psk_offered && first) {
-        msgf(t->err, sizeof t->err, "client offered no pre-shared key (is it set up for certificates?)");
-    } else if (reason == SSL_R_UNSUPPORTED_PROTOCOL || reason == SSL_R_NO_PROTOCOLS_AVAILABLE) {
-        msgf(t->err, sizeof t->err, "the peer does not offer TLS 1.3");
+    } else if (psk_server && t->state == ST_HANDSHAKE && !t->psk_offered && first) {
+        /* OpenSSL skips a PSK it can't use before asking us about it. */
+        msgf(t->err, sizeof t->err, "client offered no usable pre-shared key (%s); we take TLS 1.3 PSK "
+             "with (EC)DHE and a SHA-256 cipher suite", reason_text);
+    } else if (t->ctx->kind == RV_TLS_PSK && !t->ctx->server && reason == SSL_R_CERTIFICATE_VERIFY_FAILED) {
+        msgf(t->err, sizeof t->err, "the server sent a certificate instead of taking our pre-shared key "
+             "(is it set up for certificates?)");
+    } else if (reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
+        msgf(t->err, sizeof t->err, "the client presented no certificate (we require one)");
     } else if (reason == SSL_R_WRONG_VERSION_NUMBER || reason == SSL_R_PACKET_LENGTH_TOO_LONG ||
                reason == SSL_R_RECORD_LENGTH_MISMATCH || reason == SSL_R_HTTP_REQUEST ||
                reason == SSL_R_UNEXPECTED_RECORD || reason == SSL_R_DATA_LENGTH_TOO_LONG ||
                reason == SSL_R_ENCRYPTED_LENGTH_TOO_LONG) {
-        msgf(t->err, sizeof t->err, "received something that is not TLS %s (%s)", during,
-             ERR_reason_error_string(first));
+        msgf(t->err, sizeof t->err, "received something that is not TLS %s (%s)", during, reason_text);
     } else if (reason == SSL_R_DECRYPTION_FAILED_OR_BAD_RECORD_MAC) {
         msgf(t->err, sizeof t->err, "received a corrupt or forged record %s", during);
     } else if (first) {
@@ -1191,4 +1210,21 @@ int rv_tls_key_update(struct rv_tls *t)
         return fail(t, SSL_get_error(t->ssl, r), "sending a key update");
     t->records = 0;
     return 0;
+}
+
+int rv_tls_eof(struct rv_tls *t)
+{
+    if (t->state == ST_FAILED)
+        return t->fail_err;
+    if (t->peer_closed)
+        return 0;
+    if (t->state == ST_HANDSHAKE)
+        msgf(t->err, sizeof t->err, "the peer hung up during the TLS handshake (%s)",
+             t->ctx->kind == RV_TLS_PSK ? "did it refuse our pre-shared key?"
+                                        : "did it refuse our certificate?");
+    else
+        msgf(t->err, sizeof t->err, "the connection ended without close_notify (data may be cut short)");
+    t->fail_err = -ECONNRESET;
+    t->state = ST_FAILED;
+    return t->fail_err;
 }

@@ -39,6 +39,7 @@ struct rv_verify {
 };
 
 static void vf_pump(struct rv_verify *vf);
+static void vchunk_free(struct vchunk *c);
 
 void rv_verify_digest(const uint8_t *buf, uint32_t len, uint32_t granule, uint8_t *out)
 {
@@ -90,7 +91,17 @@ int rv_verify_start(struct rv_verify *vf, bool mark, void (*then)(void *ctx, boo
 
 void rv_verify_abort(struct rv_verify *vf)
 {
-    if (!vf || !vf->running)
+    if (!vf)
+        return;
+    /* Requests on the wire will never be answered now. */
+    for (unsigned i = 0; i < RV_VERIFY_INFLIGHT; i++) {
+        struct vchunk *c = &vf->chunks[i];
+        if (c->busy && c->sent && !c->answered) {
+            c->answered = true;
+            vchunk_free(c);
+        }
+    }
+    if (!vf->running)
         return;
     rv_warn("volume %s: online verify interrupted at %" PRIu64 " of %" PRIu64 " bytes", vf->v->meta.name,
             vf->cursor, vf->v->size);

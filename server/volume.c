@@ -428,7 +428,7 @@ static void meta_flush_done(struct rv_op *op, int res);
 static void meta_flush_start(struct rv_volume *v)
 {
     if (v->role == RV_ROLE_PRIMARY && !(v->peer && rv_peer_connected(v->peer)) && !v->ahead_durable &&
-        v->meta.bitmap_gen == 0 && !v->readonly) {
+        v->meta.bitmap_gen == 0 && !v->gen_bumped && !v->readonly) {
         /* Writing without the peer: a new data generation, with the peer's
          * copy (our current one) as the base our changes are relative to. */
         uint64_t g = 0;
@@ -439,6 +439,7 @@ static void meta_flush_start(struct rv_volume *v)
         v->meta.history_gen[0] = v->meta.current_gen;
         v->meta.bitmap_gen = v->meta.current_gen;
         v->meta.current_gen = g;
+        v->gen_bumped = true;
         rv_info("volume %s: writing without the peer: new data generation %016" PRIx64
                 " (peer has %016" PRIx64 ")", v->meta.name, g, v->meta.bitmap_gen);
     }
@@ -470,7 +471,8 @@ static void meta_flush_done(struct rv_op *op, int res)
         rv_err("volume %s: metadata not durable (%s): failing the requests that depend on it",
                v->meta.name, strerror(-err));
     else
-        v->ahead_durable = v->meta.bitmap_gen != 0;
+        /* (An empty mirror's base generation is 0: the bump itself counts.) */
+        v->ahead_durable = v->meta.bitmap_gen != 0 || v->gen_bumped;
     struct rv_req *list = v->meta_flight;
     v->meta_flight = NULL;
     void (*cb)(struct rv_volume *, int) = v->meta_cb;
@@ -512,6 +514,7 @@ void rv_volume_peer_lost(struct rv_volume *v)
 
 void rv_volume_peer_in_sync(struct rv_volume *v)
 {
+    v->gen_bumped = false;
     v->ahead_durable = v->meta.bitmap_gen != 0;
 }
 

@@ -108,6 +108,11 @@ ssize_t rv_tls_read(struct rv_tls *t, void *buf, size_t n);
  * full (drain it first), < 0 = failed. */
 ssize_t rv_tls_write(struct rv_tls *t, const void *buf, size_t n);
 
+/* The socket reached EOF (or failed): 0 if the peer's close_notify came
+ * first, else -ECONNRESET (or the earlier error) and the session has failed,
+ * with a message saying what the hang-up most likely means. */
+int rv_tls_eof(struct rv_tls *t);
+
 /* Queue close_notify.  0, or -ENOTCONN before the handshake is done. */
 int rv_tls_shutdown(struct rv_tls *t);
 

@@ -117,6 +117,7 @@ struct rv_volume {
      * one wait in `meta_wait` for a flush that starts after they parked;
      * `meta_flight` holds those the flush in flight will release. */
     bool ahead_durable;         /* metadata says we have writes the peer lacks */
+    bool gen_bumped;            /* a new generation was started since the last in-sync point */
     bool meta_busy;
     bool meta_again;            /* flush again after this one, even with no waiter */
     struct rv_req *meta_wait_head, **meta_wait_tail;

@@ -38,13 +38,13 @@ print(p.get("state", "none"), s.get("state", "none"), s.get("percent", 0), s.get
 # sides).  Sets MAX_DONE (largest bytes_done seen), FINAL (A's fields).
 wait_resync_done() {
     local runs0=$1 secs=$2 f
-    local ps ss pct done left runs ds
+    local ps ss ndone left runs ds
     local deadline=$((SECONDS + $(tscale "$secs")))
     MAX_DONE=0
     while [ "$SECONDS" -lt "$deadline" ]; do
         f=$(sync_fields A)
-        read -r ps ss pct done left runs ds <<<"$f"
-        [ "$done" -gt "$MAX_DONE" ] && MAX_DONE=$done
+        read -r ps ss _ ndone left runs ds <<<"$f"
+        [ "$ndone" -gt "$MAX_DONE" ] && MAX_DONE=$ndone
         if [ "$ps" = connected ] && [ "$ss" = none ] && [ "$left" -eq 0 ] && [ "$runs" -gt "$runs0" ]; then
             read -r ps ss _ _ _ _ ds <<<"$(sync_fields B)"
             if [ "$ps" = connected ] && [ "$ss" = none ] && [ "$ds" = UpToDate ]; then
@@ -61,7 +61,7 @@ wait_resync_done() {
 # wait_not_connected N SECS: node N has given up on its peer (disconnected,
 # or redialling: "connecting" lasts while SYNs go unanswered).
 wait_not_connected() {
-    local s= deadline=$((SECONDS + $(tscale "$2")))
+    local s="" deadline=$((SECONDS + $(tscale "$2")))
     while [ "$SECONDS" -lt "$deadline" ]; do
         s=$(node_peer_state "$1")
         case $s in connected | handshake | unknown) ;; *) return 0 ;; esac
@@ -120,11 +120,11 @@ info "restarted primary: peer $ps, disk $ds, $left bytes dirty"
 step "start the secondary: resync"
 node_start B "$TEST_DIR/b.img" secondary "${PEER_ARGS[@]}"
 wait_resync_done "$RUNS0" 60
-read -r _ _ _ done _ runs _ <<<"$FINAL"
-info "resync done: bytes_done $done (max seen $MAX_DONE), run $runs"
-[ "$MAX_DONE" -gt "$done" ] && done=$MAX_DONE
-[ "$done" -ge "$DIRTY" ] || fail "resync moved $done bytes: less than the $DIRTY written"
-[ "$done" -le "$SIZE" ] || fail "resync moved $done bytes, more than the volume"
+read -r _ _ _ ndone _ runs _ <<<"$FINAL"
+info "resync done: bytes_done $ndone (max seen $MAX_DONE), run $runs"
+[ "$MAX_DONE" -gt "$ndone" ] && ndone=$MAX_DONE
+[ "$ndone" -ge "$DIRTY" ] || fail "resync moved $ndone bytes: less than the $DIRTY written"
+[ "$ndone" -le "$SIZE" ] || fail "resync moved $ndone bytes, more than the volume"
 
 node_stop A
 node_stop B

@@ -38,13 +38,13 @@ print(p.get("state", "none"), s.get("state", "none"), s.get("percent", 0), s.get
 # sides).  Sets MAX_DONE (largest bytes_done seen), FINAL (A's fields).
 wait_resync_done() {
     local runs0=$1 secs=$2 f
-    local ps ss pct done left runs ds
+    local ps ss ndone left runs ds
     local deadline=$((SECONDS + $(tscale "$secs")))
     MAX_DONE=0
     while [ "$SECONDS" -lt "$deadline" ]; do
         f=$(sync_fields A)
-        read -r ps ss pct done left runs ds <<<"$f"
-        [ "$done" -gt "$MAX_DONE" ] && MAX_DONE=$done
+        read -r ps ss _ ndone left runs ds <<<"$f"
+        [ "$ndone" -gt "$MAX_DONE" ] && MAX_DONE=$ndone
         if [ "$ps" = connected ] && [ "$ss" = none ] && [ "$left" -eq 0 ] && [ "$runs" -gt "$runs0" ]; then
             read -r ps ss _ _ _ _ ds <<<"$(sync_fields B)"
             if [ "$ps" = connected ] && [ "$ss" = none ] && [ "$ds" = UpToDate ]; then
@@ -61,7 +61,7 @@ wait_resync_done() {
 # wait_not_connected N SECS: node N has given up on its peer (disconnected,
 # or redialling: "connecting" lasts while SYNs go unanswered).
 wait_not_connected() {
-    local s= deadline=$((SECONDS + $(tscale "$2")))
+    local s="" deadline=$((SECONDS + $(tscale "$2")))
     while [ "$SECONDS" -lt "$deadline" ]; do
         s=$(node_peer_state "$1")
         case $s in connected | handshake | unknown) ;; *) return 0 ;; esac
@@ -86,16 +86,16 @@ degraded_write() {
 
 # wait_midway: until A's resync is between 10% and 90%; sets MID_DONE.
 wait_midway() {
-    local ps ss pct done deadline=$((SECONDS + $(tscale 30)))
+    local ps ss pct ndone deadline=$((SECONDS + $(tscale 30)))
     while [ "$SECONDS" -lt "$deadline" ]; do
-        read -r ps ss pct done _ _ _ <<<"$(sync_fields A)"
+        read -r ps ss pct ndone _ _ _ <<<"$(sync_fields A)"
         if [ "$ss" = source ] && [ "${pct%.*}" -ge 10 ]; then
             [ "${pct%.*}" -lt 90 ] || fail "resync already at ${pct}% when first seen past 10%: the rate limit did not hold"
-            MID_DONE=$done
-            info "resync at ${pct}% ($done bytes done)"
+            MID_DONE=$ndone
+            info "resync at ${pct}% ($ndone bytes done)"
             return 0
         fi
-        [ "$ss" = none ] && [ "$ps" = connected ] && [ "$done" -gt 0 ] && fail "resync finished before it could be interrupted"
+        [ "$ss" = none ] && [ "$ps" = connected ] && [ "$ndone" -gt 0 ] && fail "resync finished before it could be interrupted"
         sleep 0.05
     done
     fail "resync did not reach 10% within $(tscale 30) s (peer $ps, sync $ss at $pct%)"
@@ -117,9 +117,9 @@ wait_midway
 done1=$MID_DONE
 node_kill B
 wait_not_connected A 15
-read -r _ ss _ done _ _ _ <<<"$(sync_fields A)"
+read -r _ ss _ ndone _ _ _ <<<"$(sync_fields A)"
 # Chunks answered between the poll and the kill count too.
-[ "$done" -gt "$done1" ] && done1=$done
+[ "$ndone" -gt "$done1" ] && done1=$ndone
 read -r _ _ _ _ left _ _ <<<"$(sync_fields A)"
 info "secondary killed: $done1 bytes were synced, $left left"
 [ "$left" -gt 0 ] || fail "nothing left to sync after killing the secondary midway"
@@ -159,8 +159,8 @@ step "round 2: restart the primary (no rate limit): the resync resumes"
 node_start A "$TEST_DIR/a.img" primary "${PEER_ARGS[@]}"
 grep -q 'was not shut down cleanly' "${NODE_LOG[A]}" || fail "the restarted primary did not notice its crash"
 wait_resync_done 0 30
-read -r _ _ _ done _ runs _ <<<"$FINAL"
-info "resumed resync done: $done bytes (run $runs)"
+read -r _ _ _ ndone _ runs _ <<<"$FINAL"
+info "resumed resync done: $ndone bytes (run $runs)"
 node_stop A
 node_stop B
 step "round 2: compare the two images"

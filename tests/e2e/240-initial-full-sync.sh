@@ -38,31 +38,6 @@ print(p.get("state", "none"), s.get("state", "none"), s.get("percent", 0), s.get
         echo "unknown unknown 0 0 0 0 unknown"
 }
 
-# wait_resync_done RUNS0 SECS: until primary A has run a resync after RUNS0
-# runs and finished it (sync none, nothing left, peer connected on both
-# sides).  Sets MAX_DONE (largest bytes_done seen), FINAL (A's fields).
-wait_resync_done() {
-    local runs0=$1 secs=$2 f
-    local ps ss pct done left runs ds
-    local deadline=$((SECONDS + $(tscale "$secs")))
-    MAX_DONE=0
-    while [ "$SECONDS" -lt "$deadline" ]; do
-        f=$(sync_fields A)
-        read -r ps ss pct done left runs ds <<<"$f"
-        [ "$done" -gt "$MAX_DONE" ] && MAX_DONE=$done
-        if [ "$ps" = connected ] && [ "$ss" = none ] && [ "$left" -eq 0 ] && [ "$runs" -gt "$runs0" ]; then
-            read -r ps ss _ _ _ _ ds <<<"$(sync_fields B)"
-            if [ "$ps" = connected ] && [ "$ss" = none ] && [ "$ds" = UpToDate ]; then
-                FINAL=$f
-                return 0
-            fi
-        fi
-        sleep 0.2
-    done
-    tail -20 "${NODE_LOG[A]}" >&2
-    fail "resync not finished within $(tscale "$secs") s: A: $f; B: $(sync_fields B)"
-}
-
 step "sparse 4 GiB primary image: $PIECES random 1 MiB pieces at scattered offsets, written raw"
 create_volume "$TEST_DIR/a.img" "$SIZE" >/dev/null
 python3 - "$TEST_DIR/a.img" "$PIECES" "$SIZE" <<'PY'
@@ -102,8 +77,9 @@ PY
 }
 alloc_a=$(data_allocated "$TEST_DIR/a.img")
 info "primary's data region: $alloc_a bytes allocated ($WRITTEN written, some of it twice)"
-[ "$alloc_a" -ge $((WRITTEN * 3 / 4)) ] && [ "$alloc_a" -le "$WRITTEN" ] ||
+if [ "$alloc_a" -lt $((WRITTEN * 3 / 4)) ] || [ "$alloc_a" -gt "$WRITTEN" ]; then
     fail "the primary's data region has $alloc_a bytes allocated after $WRITTEN were written (file system without SEEK_DATA?)"
+fi
 
 step "empty mirror: repvol create --uuid"
 "$REPVOL" info --json "$TEST_DIR/a.img" >"$TEST_DIR/a.info"
@@ -123,8 +99,8 @@ seen_target=0 seen_bad=
 deadline=$((SECONDS + $(tscale 60)))
 MAX_DONE=0
 while :; do
-    read -r psa ssa pcta donea lefta runsa dsa <<<"$(sync_fields A)"
-    read -r psb ssb pctb _ _ _ dsb <<<"$(sync_fields B)"
+    read -r psa ssa pcta donea lefta runsa _ <<<"$(sync_fields A)"
+    read -r psb ssb _ _ _ _ dsb <<<"$(sync_fields B)"
     [ "$donea" -gt "$MAX_DONE" ] && MAX_DONE=$donea
     if [ "$ssb" = target ]; then
         seen_target=$((seen_target + 1))
@@ -141,11 +117,11 @@ done
 [ -z "$seen_bad" ] || fail "$seen_bad"
 [ "$seen_target" -ge 2 ] || fail "the mirror was seen as a sync target only $seen_target times: the sync was not watched"
 info "B was seen Inconsistent as a sync target in $seen_target polls"
-done=$donea
-[ "$MAX_DONE" -gt "$done" ] && done=$MAX_DONE
-info "full sync done: bytes_done $done for $alloc_a bytes of data ($WRITTEN written)"
-[ "$done" -ge "$alloc_a" ] || fail "the full sync moved $done bytes, less than the primary's $alloc_a bytes of data"
-[ "$done" -lt $((2 * WRITTEN)) ] || fail "the full sync moved $done bytes for $WRITTEN written: holes were copied"
+ndone=$donea
+[ "$MAX_DONE" -gt "$ndone" ] && ndone=$MAX_DONE
+info "full sync done: bytes_done $ndone for $alloc_a bytes of data ($WRITTEN written)"
+[ "$ndone" -ge "$alloc_a" ] || fail "the full sync moved $ndone bytes, less than the primary's $alloc_a bytes of data"
+[ "$ndone" -lt $((2 * WRITTEN)) ] || fail "the full sync moved $ndone bytes for $WRITTEN written: holes were copied"
 grep -q 'full sync' "${NODE_LOG[A]}" || fail "the primary did not log a full sync"
 
 node_status_json B >"$TEST_DIR/b.status"

@@ -57,9 +57,13 @@ PY
 }
 
 # standalone_write IMG OFFSET FILE: serve IMG alone (no peer) and write.
+# standalone_write IMG OFFSET FILE [DAEMON ARGS]: write FILE at OFFSET with a
+# standalone daemon (an empty mirror needs --force-primary for that).
 standalone_write() {
-    start_repvold "$1" "$TEST_DIR/standalone.sock"
-    nbd_write "$REPVOLD_URI" "$2" "$3"
+    local img=$1 off=$2 file=$3
+    shift 3
+    start_repvold "$img" "$TEST_DIR/standalone.sock" "$@"
+    nbd_write "$REPVOLD_URI" "$off" "$file"
     stop_repvold
 }
 
@@ -121,7 +125,12 @@ create_volume "$TEST_DIR/m/vol.img" "$SIZE" --uuid "$UUID" >/dev/null
 assert_eq "$(info_field "$TEST_DIR/m/vol.img" uuid)" "$UUID" "the mirror's uuid"
 random_file "$TEST_DIR/da2" $((1 * MiB))
 standalone_write "$TEST_DIR/a/vol.img" $((8 * MiB)) "$TEST_DIR/da2"
-standalone_write "$TEST_DIR/m/vol.img" $((4 * MiB)) "$TEST_DIR/db"
+step "(1b) an empty mirror is not served as primary without --force-primary"
+expect_fail "$REPVOLD" --volume "$TEST_DIR/m/vol.img" --listen "unix:$TEST_DIR/refused.sock" \
+    --control "$TEST_DIR/refused.ctl" --no-mlock
+grep -q "refusing to serve an Inconsistent copy as primary" "$TEST_DIR/expect_fail.err" ||
+    fail "no clear refusal for serving an empty mirror: $(cat "$TEST_DIR/expect_fail.err")"
+standalone_write "$TEST_DIR/m/vol.img" $((4 * MiB)) "$TEST_DIR/db" --force-primary
 info "generations: A $(info_field "$TEST_DIR/a/vol.img" current_gen), mirror $(info_field "$TEST_DIR/m/vol.img" current_gen)"
 refusal_case "(1b) same uuid, unrelated generations" GENERATION "$TEST_DIR/a/vol.img" "$TEST_DIR/m/vol.img"
 grep -q 'unrelated data' "${NODE_LOG[A]}" || fail "(1b): A's log does not call the data unrelated"

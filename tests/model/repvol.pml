@@ -1320,8 +1320,9 @@ end:
                 printf("MSC: n%d handle_hello: REFUSE (split brain=%d)\n", n, mb);
                 N[n].ps = (mb -> PS_SB : PS_REFUSED);   /* handle_hello() with a REFUSE */
                 pc_close(n, 0) }
-    :: d_step { RECV_OK(n) && N[n].pc == PC_HELLO && !q[n]?[HELLO, ma, mb, mc] && !q[n]?[REFUSE, ma, mb, mc] ->
-                assert(false) }     /* nothing else comes before a HELLO */
+    :: d_step { RECV_OK(n) && N[n].pc == PC_HELLO &&
+                (IS_REQ_HEAD(n) || q[n]?[ACK, ma, mb, mc] || q[n]?[BITMAP, ma, mb, mc]) ->
+                q[n]?<mt, ma, mb, mc>; printf("MSC: n%d MODEL ERROR: %e before HELLO\n", n, mt); assert(false) }     /* nothing else comes before a HELLO */
     :: d_step { RECV_OK(n) && N[n].pc == PC_CONN && IS_REQ_HEAD(n) ->
                 q[n]?mt, ma, mb, mc;
                 if
