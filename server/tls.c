@@ -101,6 +101,8 @@ static void sanitize(char *dst, size_t dstlen, const void *src, size_t n)
 {
     const unsigned char *s = src;
     size_t o = 0;
+    if (!dstlen)
+        return;
     for (size_t i = 0; i < n && o + 1 < dstlen; i++) {
         if (o + 4 >= dstlen && i + 1 < n) {
             snprintf(dst + o, dstlen - o, "...");
@@ -257,7 +259,8 @@ static BIO_METHOD *get_bio_meth(void)
 
 /* Read a file holding a secret, after checking that nobody else can read or
  * change it.  Checks the opened file (fstat), so a swap after the check
- * can't slip through.  *out is NUL-terminated; free it with free_secret. */
+ * can't slip through.  *out is NUL-terminated; free it with
+ * OPENSSL_clear_free(*out, *outlen). */
 static int read_secret_file(const char *path, char **out, size_t *outlen, char *msg, size_t msglen)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
@@ -461,9 +464,11 @@ static int psk_select(struct rv_tls_ctx *c, const char *identity, char *msg, siz
     size_t il = strlen(identity);
     for (size_t i = 0; i < c->npsk; i++) {
         if (c->psk[i].id_len == il && !memcmp(c->psk[i].id, identity, il)) {
-            struct psk_entry keep = c->psk[i];
-            c->psk[i] = c->psk[0];
-            c->psk[0] = keep;
+            if (i != 0) {           /* move it to the front, leaving no copy of the key */
+                free(c->psk[0].id);
+                c->psk[0] = c->psk[i];
+                c->psk[i].id = NULL;
+            }
             for (size_t j = 1; j < c->npsk; j++) {
                 free(c->psk[j].id);
                 OPENSSL_cleanse(c->psk[j].key, sizeof c->psk[j].key);
@@ -606,8 +611,8 @@ static int no_passphrase_cb(char *buf, int size, int rwflag, void *u)
 
 static int load_key(SSL_CTX *sc, const char *path, char *msg, size_t msglen)
 {
-    char *text;
-    size_t cap;
+    char *text = NULL;
+    size_t cap = 0;
     int ret = read_secret_file(path, &text, &cap, msg, msglen);
     if (ret < 0)
         return ret;
@@ -700,8 +705,8 @@ static int setup_x509(struct rv_tls_ctx *c, const struct rv_tls_config *cfg, cha
 
 static int setup_psk(struct rv_tls_ctx *c, const struct rv_tls_config *cfg, char *msg, size_t msglen)
 {
-    char *text;
-    size_t cap;
+    char *text = NULL;
+    size_t cap = 0;
     int ret = read_secret_file(cfg->psk_file, &text, &cap, msg, msglen);
     if (ret < 0)
         return ret;
@@ -722,9 +727,8 @@ static int setup_psk(struct rv_tls_ctx *c, const struct rv_tls_config *cfg, char
         return -ENOTSUP;
     }
     if (cfg->server) {
+        /* We have no certificate, so a client that offers no PSK fails. */
         SSL_CTX_set_psk_find_session_callback(c->ssl_ctx, psk_find_cb);
-        /* No certificate: without a PSK the handshake can't succeed. */
-        SSL_CTX_set_verify(c->ssl_ctx, SSL_VERIFY_NONE, NULL);
     } else {
         SSL_CTX_set_psk_use_session_callback(c->ssl_ctx, psk_use_cb);
         /* Should a server answer with a certificate instead of taking the
@@ -1161,6 +1165,8 @@ ssize_t rv_tls_write(struct rv_tls *t, const void *buf, size_t n)
     if (room <= framing)
         return 0;
     size_t k = n < room - framing ? n : room - framing;
+    if (k < n && k > TLS_RECORD_MAX)
+        k -= k % TLS_RECORD_MAX;    /* whole records: no runt at each call's end */
     if (k > SSIZE_MAX)
         k = SSIZE_MAX;
     if (k == 0)

@@ -12,6 +12,7 @@
  *   after ANY call above: send what rv_tls_get_ciphertext() shows and report
  *               it with rv_tls_ciphertext_consumed(); this includes the alert
  *               a failing handshake queues for the peer.
+ *   on socket EOF: rv_tls_eof(t) tells a clean close from a cut one.
  *
  * Buffers are bounded: a session holds at most RV_TLS_IN_MAX bytes of
  * received ciphertext (rv_tls_put_ciphertext takes less when full: leave the
@@ -78,7 +79,8 @@ void rv_tls_free(struct rv_tls *t);
 
 /* Received ciphertext: returns how many of the n bytes were taken (fewer
  * when the input buffer is full; the session then needs rv_tls_read or
- * rv_tls_handshake to make room), or -EPIPE once the session has failed. */
+ * rv_tls_handshake to make room), -EPIPE once the session has failed, or
+ * -ENOMEM. */
 ssize_t rv_tls_put_ciphertext(struct rv_tls *t, const void *in, size_t n);
 
 /* Ciphertext to send: *ptr and the length of one contiguous chunk (0: none).
@@ -100,8 +102,9 @@ enum rv_tls_status rv_tls_handshake(struct rv_tls *t);
 
 /* Plaintext out: > 0 bytes, 0 = needs more ciphertext, -ESHUTDOWN = the
  * peer sent close_notify (a socket EOF before that is a truncation),
- * -EPROTO (or another -errno) = failed, see rv_tls_error().  Call until it
- * returns 0: a record may hold more than one buffer's worth. */
+ * -EPROTO (or another -errno) = failed, see rv_tls_error(); -EINVAL before
+ * the handshake is done.  Call until it returns 0: a record may hold more
+ * than one buffer's worth. */
 ssize_t rv_tls_read(struct rv_tls *t, void *buf, size_t n);
 
 /* Plaintext in: > 0 bytes taken (may be fewer than n), 0 = the send queue is
@@ -124,8 +127,9 @@ int rv_tls_key_update(struct rv_tls *t);
 /* Why the session failed ("" if it has not). */
 const char *rv_tls_error(const struct rv_tls *t);
 /* Who the peer is once the handshake is done: the PSK identity (for a
- * client, its own) or the peer certificate's subject; "" before.  Control
- * characters are replaced, so it is safe to log. */
+ * client, its own) or the peer certificate's CN (else its subject); "" before,
+ * except that a PSK server that refused a client gives the identity offered.
+ * Non-printable bytes are replaced, so it is safe to log. */
 const char *rv_tls_peer(const struct rv_tls *t);
 
 #endif

@@ -289,17 +289,17 @@ static void duplex(struct rv_tls *a, struct rv_tls *b, size_t alen, size_t blen)
         }
         pump(a, b);
         pump(b, a);
-        ssize_t r = 0;
+        ssize_t rb = 0, ra = 0;
         /* Odd-sized reads: records get split across calls. */
-        while (bgot < alen && (r = rv_tls_read(b, brx + bgot, RV_MIN(alen - bgot, 7001))) > 0)
-            bgot += (size_t)r;
-        while (agot < blen && (r = rv_tls_read(a, arx + agot, RV_MIN(blen - agot, 3333))) > 0)
-            agot += (size_t)r;
+        while (bgot < alen && (rb = rv_tls_read(b, brx + bgot, RV_MIN(alen - bgot, 7001))) > 0)
+            bgot += (size_t)rb;
+        while (agot < blen && (ra = rv_tls_read(a, arx + agot, RV_MIN(blen - agot, 3333))) > 0)
+            agot += (size_t)ra;
         pump(a, b);
         pump(b, a);
-        CU_ASSERT(r >= 0);
-        if (r < 0)
-            fprintf(stderr, "\n  read: %zd %s / %s\n", r, rv_tls_error(a), rv_tls_error(b));
+        CU_ASSERT(ra >= 0 && rb >= 0);
+        if (ra < 0 || rb < 0)
+            fprintf(stderr, "\n  read: %zd %zd '%s' '%s'\n", ra, rb, rv_tls_error(a), rv_tls_error(b));
         idle = asent + bsent + agot + bgot == before ? idle + 1 : 0;
     }
     CU_ASSERT_EQUAL(bgot, alen);
