@@ -17,19 +17,26 @@ int rv_loop_init(struct rv_loop *l, unsigned entries)
     memset(&p, 0, sizeof p);
     /* A larger completion queue absorbs bursts (many requests completing at
      * once); the kernel also buffers overflow (IORING_FEAT_NODROP). */
-    p.flags = IORING_SETUP_CQSIZE;
-    p.cq_entries = entries * 4;
-#ifdef IORING_SETUP_SINGLE_ISSUER
-    /* Only this thread submits; lets the kernel skip some locking. */
-    p.flags |= IORING_SETUP_SINGLE_ISSUER;
+    /* Newest first, falling back on older kernels: SINGLE_ISSUER (only
+     * this thread submits: less locking) with DEFER_TASKRUN (completion
+     * work runs when this loop asks for events, not by interrupting it),
+     * then COOP_TASKRUN, then nothing. */
+    static const unsigned tries[] = {
+#if defined(IORING_SETUP_SINGLE_ISSUER) && defined(IORING_SETUP_DEFER_TASKRUN)
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
 #endif
-    int r = io_uring_queue_init_params(entries, &l->ring, &p);
-#ifdef IORING_SETUP_SINGLE_ISSUER
-    if (r == -EINVAL) {          /* kernel older than 6.0 */
-        p.flags &= ~IORING_SETUP_SINGLE_ISSUER;
+#ifdef IORING_SETUP_COOP_TASKRUN
+        IORING_SETUP_COOP_TASKRUN,
+#endif
+        0,
+    };
+    int r = -EINVAL;
+    for (unsigned i = 0; i < sizeof tries / sizeof tries[0] && r == -EINVAL; i++) {
+        memset(&p, 0, sizeof p);
+        p.flags = IORING_SETUP_CQSIZE | tries[i];
+        p.cq_entries = entries * 4;
         r = io_uring_queue_init_params(entries, &l->ring, &p);
     }
-#endif
     if (r < 0) {
         rv_err("io_uring setup (%u entries) failed: %s", entries, strerror(-r));
         return r;

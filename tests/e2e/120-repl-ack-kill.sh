@@ -100,6 +100,11 @@ for ((round = 1; round <= ROUNDS; round++)); do
     info "$acked writes acknowledged before A died"
 
     node_alive B || fail "node B died when its primary was killed"
+    # On the shaped round the FIN waits behind queued data: bounded wait.
+    for ((i = 0; i < $(tscale 15) * 10; i++)); do
+        grep -q 'lost peer' "${NODE_LOG[B]}" && break
+        sleep 0.1
+    done
     grep -q 'lost peer' "${NODE_LOG[B]}" || fail "node B did not notice the primary's death"
     node_stop B
 
