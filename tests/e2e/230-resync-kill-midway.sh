@@ -21,55 +21,6 @@ DIRTY=$((64 << 20))
 RATE=10M
 PEER_ARGS=(--peer-timeout 2000)
 
-# sync_fields N: "PEER_STATE SYNC_STATE PERCENT BYTES_DONE BYTES_LEFT RUNS DISK_STATE"
-sync_fields() {
-    node_status_json "$1" 2>/dev/null | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-p = d.get("peer") or {}
-s = p.get("sync") or {}
-print(p.get("state", "none"), s.get("state", "none"), s.get("percent", 0), s.get("bytes_done", 0),
-      s.get("bytes_left", 0), s.get("runs", 0), d.get("disk_state", "?"))' 2>/dev/null ||
-        echo "unknown unknown 0 0 0 0 unknown"
-}
-
-# wait_resync_done RUNS0 SECS: until primary A has run a resync after RUNS0
-# runs and finished it (sync none, nothing left, peer connected on both
-# sides).  Sets MAX_DONE (largest bytes_done seen), FINAL (A's fields).
-wait_resync_done() {
-    local runs0=$1 secs=$2 f
-    local ps ss ndone left runs ds
-    local deadline=$((SECONDS + $(tscale "$secs")))
-    MAX_DONE=0
-    while [ "$SECONDS" -lt "$deadline" ]; do
-        f=$(sync_fields A)
-        read -r ps ss _ ndone left runs ds <<<"$f"
-        [ "$ndone" -gt "$MAX_DONE" ] && MAX_DONE=$ndone
-        if [ "$ps" = connected ] && [ "$ss" = none ] && [ "$left" -eq 0 ] && [ "$runs" -gt "$runs0" ]; then
-            read -r ps ss _ _ _ _ ds <<<"$(sync_fields B)"
-            if [ "$ps" = connected ] && [ "$ss" = none ] && [ "$ds" = UpToDate ]; then
-                FINAL=$f
-                return 0
-            fi
-        fi
-        sleep 0.2
-    done
-    tail -20 "${NODE_LOG[A]}" >&2
-    fail "resync not finished within $(tscale "$secs") s: A: $f; B: $(sync_fields B)"
-}
-
-# wait_not_connected N SECS: node N has given up on its peer (disconnected,
-# or redialling: "connecting" lasts while SYNs go unanswered).
-wait_not_connected() {
-    local s="" deadline=$((SECONDS + $(tscale "$2")))
-    while [ "$SECONDS" -lt "$deadline" ]; do
-        s=$(node_peer_state "$1")
-        case $s in connected | handshake | unknown) ;; *) return 0 ;; esac
-        sleep 0.1
-    done
-    fail "node $1: peer state still '$s' after $(tscale "$2") s"
-}
-
 # degraded_write TAG: SIGKILL the secondary, write DIRTY bytes scattered
 # through the primary.
 degraded_write() {
