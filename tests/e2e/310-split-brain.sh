@@ -31,42 +31,6 @@ PARTITION_SECS=7                # how long the cut lasts after B's promotion
 repl_setup
 [ "$REPL_NET" = netns ] || skip "cutting the link needs network namespaces (root and iproute2)"
 
-# status_field N EXPR: EXPR over d = `repvol status --json` of node N (a
-# tuple prints space-separated).
-status_field() {
-    node_status_json "$1" | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-v = eval(sys.argv[1])
-print(" ".join(map(str, v)) if isinstance(v, tuple) else v)' "$2"
-}
-
-# nbd_write URI OFFSET FILE: write FILE at OFFSET through the export, flush.
-nbd_write() {
-    tmo 30 "$PYTHON_NBD" - "$@" <<'PY' || fail "writing $3 at $2 through $1 failed"
-import nbd, sys
-uri, off, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-h = nbd.NBD()
-h.connect_uri(uri)
-data = open(path, "rb").read()
-for i in range(0, len(data), 1 << 20):
-    h.pwrite(data[i:i + (1 << 20)], off + i)
-h.flush()
-h.shutdown()
-PY
-}
-
-# wait_not_connected N SECS
-wait_not_connected() {
-    local i s=
-    for ((i = 0; i < $(tscale "$2") * 10; i++)); do
-        s=$(node_peer_state "$1")
-        case $s in connected | handshake | unknown) ;; *) return 0 ;; esac
-        sleep 0.1
-    done
-    fail "node $1: peer state still '$s' after $(tscale "$2") s"
-}
-
 connects() { grep -c 'connected to peer node' "${NODE_LOG[$1]}" || true; }
 
 create_volume "$TEST_DIR/a.img" "$SIZE" >/dev/null

@@ -30,31 +30,7 @@ MiB=$((1 << 20))
 PEER_ARGS=(--peer-timeout 2000)
 repl_setup
 
-# status_field N EXPR: EXPR over d = `repvol status --json` of node N (a
-# tuple prints space-separated).
-status_field() {
-    node_status_json "$1" | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-v = eval(sys.argv[1])
-print(" ".join(map(str, v)) if isinstance(v, tuple) else v)' "$2"
-}
 info_field() { "$REPVOL" info --json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$2"; }
-
-# nbd_write URI OFFSET FILE: write FILE at OFFSET through the export, flush.
-nbd_write() {
-    tmo 30 "$PYTHON_NBD" - "$@" <<'PY' || fail "writing $3 at $2 through $1 failed"
-import nbd, sys
-uri, off, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-h = nbd.NBD()
-h.connect_uri(uri)
-data = open(path, "rb").read()
-for i in range(0, len(data), 1 << 20):
-    h.pwrite(data[i:i + (1 << 20)], off + i)
-h.flush()
-h.shutdown()
-PY
-}
 
 # standalone_write IMG OFFSET FILE: serve IMG alone (no peer) and write.
 # standalone_write IMG OFFSET FILE [DAEMON ARGS]: write FILE at OFFSET with a

@@ -21,6 +21,8 @@
 #   link_down / link_up                 cut / restore the veth (netns mode only)
 #   sync_fields N / wait_resync_done RUNS0 SECS / wait_not_connected N SECS
 #                                       resync progress (see below)
+#   status_field N EXPR                 EXPR over d = node N's status JSON
+#   nbd_write URI OFFSET FILE           write FILE at OFFSET (python3-libnbd), flush
 #   NODE_PID[N] NODE_LOG[N] NODE_CTL[N] NODE_SOCK[N] NODE_URI[N] NODE_NS[N]
 
 declare -A NODE_PID=() NODE_LOG=() NODE_CTL=() NODE_SOCK=() NODE_URI=() NODE_NS=() NODE_ADDR=() REPL_PORT=()
@@ -214,4 +216,31 @@ wait_not_connected() {
         sleep 0.1
     done
     fail "node $1: peer state still '$s' after $(tscale "$2") s"
+}
+
+# ------------------------------------------------------------ status and I/O
+
+# status_field N EXPR: EXPR over d = `repvol status --json` of node N (a
+# tuple prints space-separated).
+status_field() {
+    node_status_json "$1" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+v = eval(sys.argv[1])
+print(" ".join(map(str, v)) if isinstance(v, tuple) else v)' "$2"
+}
+
+# nbd_write URI OFFSET FILE: write FILE at OFFSET through the export, flush.
+nbd_write() {
+    tmo 30 "$PYTHON_NBD" - "$@" <<'PY' || fail "writing $3 at $2 through $1 failed"
+import nbd, sys
+uri, off, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+h = nbd.NBD()
+h.connect_uri(uri)
+data = open(path, "rb").read()
+for i in range(0, len(data), 1 << 20):
+    h.pwrite(data[i:i + (1 << 20)], off + i)
+h.flush()
+h.shutdown()
+PY
 }
