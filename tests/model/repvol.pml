@@ -26,12 +26,17 @@
  *   INIT_CONNECTED  start connected and in sync (skips the first handshake)
  * Proposed fixes (the C code does NOT do these; see README "Findings"):
  *   FIX_META_CB         rv_volume_meta_commit's callback runs after a flush
- *                       that started after the commit (not the one in flight)
+ *                       that started after the commit (not the one in flight),
+ *                       callbacks accumulate instead of replacing each other,
+ *                       and a connection's callbacks die with it
  *   FIX_MARK_AT_ISSUE   a client write that is not sent to the peer marks
  *                       its range when it is issued, and a leg failed by a
  *                       lost link marks its range at once (not at req_join)
- *   FIX_TRACK_UNACKED   modes A/B: a frame the peer has not completed stays
- *                       on the leg list; on link loss its range is marked
+ *   FIX_TRACK_UNACKED   mode B: a frame the peer has not completed stays
+ *                       tracked (the peer also acknowledges completion); on
+ *                       link loss its range is marked; modes A/B: the marks
+ *                       are flushed (durable) at once; mode A: the write's
+ *                       activity-log extent stays hot until the peer's ACK
  *   FIX_FENCE_ALL       fence whenever a primary would acknowledge a write
  *                       the peer lacks and the peer was not fenced since the
  *                       last connection (not only on loss of a live link)
@@ -44,6 +49,12 @@
  *                       between its HELLO and its decide()
  *   FIX_FULL_SYNC_HOLES a full sync sends holes too (as zeroes/TRIM) unless the
  *                       target is an empty mirror
+ *   FIX_SD_LOST         a source that loses the link with its SYNC_DONE
+ *                       unanswered starts a new generation for what it
+ *                       writes next (the peer may have adopted the current one)
+ *   FIX_AHEAD_GEN       the new data generation is taken when the peer is
+ *                       lost / a local-only write parks, not when the
+ *                       (possibly deferred) flush starts
  *   FIX_SAME_GEN_STATE  same data generation: a secondary that is not
  *                       UpToDate becomes a resync target (SYNC_DONE ends it)
  */
@@ -91,6 +102,14 @@
 #else
 #define CHECK_A 0
 #endif
+#endif
+
+/* frames tracked until the peer completes them: mode A (peer_link.c's
+ * async frames), mode B only with the proposed fix */
+#if MODE == 1 || (MODE == 2 && defined(FIX_TRACK_UNACKED))
+#define TRACK_FRAMES 1
+#else
+#define TRACK_FRAMES 0
 #endif
 
 #define NB      2           /* blocks (= bitmap granules = activity-log extents) */
@@ -208,6 +227,7 @@ typedef Node {
     bit hot[NB];        /* activity log: hot extents */
     byte alinf[NB];     /* ext_inflight */
     bit ahead;          /* v->ahead_durable */
+    bit gbump;          /* v->gen_bumped: a new generation since the last in-sync point */
     bit busy;           /* v->meta_busy */
     bit again;          /* v->meta_again */
     byte cb;            /* v->meta_cb (bitmask of CB_*); FIX_META_CB: the flight's */
@@ -246,6 +266,7 @@ byte wblk[MAXW + 1];
 byte whist[MAXW + 1];               /* value w contains these writes (bit i = write i) */
 byte wst[MAXW + 1];                 /* W_* */
 bit wnode[MAXW + 1];
+bit wun[MAXW + 1];                  /* frame the peer has not completed (TRACK_FRAMES) */
 byte ncrash, ncut, nops;
 bit lossy;                          /* a --force / resume-io / discard threw data away */
 bit sb_resolved;                    /* this connection's split brain was resolved by discard/policy */
@@ -255,7 +276,7 @@ byte sd_snap[NB];                   /* the source's blocks when it sent SYNC_DON
 hidden mtype mt;
 hidden byte ma, mb, mc;
 hidden byte ki, mj, rk, fk, tk, ck2, ci, vk, pk;
-hidden byte bb, t1, jb, jw, cbs, nbit, lg, ld, victim, why, dres, reason, was;
+hidden byte plan, bb, t1, jb, jw, cbs, nbit, lg, ld, victim, why, dres, reason, was;
 hidden byte r_gen, r_bmgen, r_h0, r_h1, r_role, r_dstate, r_dirty, r_discard;
 hidden byte ms, jok, pgo, d01, d10, c0, c1;
 hidden byte a_ok, b_ok, c_ok, d_ok, e_ok;
@@ -311,14 +332,30 @@ inline ACKW(w) {
     N[wnode[w]].ninfl--
 }
 
+/* FIX_AHEAD_GEN: the new generation is taken when the need arises */
+inline ahead_gen_now(n) {
+#ifdef FIX_AHEAD_GEN
+    if
+    :: N[n].role == PRI && !N[n].ahead && N[n].m.bmgen == 0 && !N[n].gbump ->
+        N[n].m.h1 = N[n].m.h0; N[n].m.h0 = N[n].m.gen;
+        N[n].m.bmgen = N[n].m.gen; N[n].m.gen = next_gen; next_gen++;
+        N[n].gbump = 1;
+        printf("MSC: n%d new data generation %d (peer has %d)\n", n, N[n].m.gen, N[n].m.bmgen)
+    :: else -> skip
+    fi;
+#endif
+    skip
+}
+
 /* meta_flush_start(): a primary writing without its peer starts a new
  * data generation first; then the superblock and the bitmap's disk view
  * (mem | hot extents) are written and fdatasync'ed. */
 inline meta_flush_start(n) {
     if
-    :: N[n].role == PRI && N[n].ps != PS_CONN && !N[n].ahead && N[n].m.bmgen == 0 ->
+    :: N[n].role == PRI && N[n].ps != PS_CONN && !N[n].ahead && N[n].m.bmgen == 0 && !N[n].gbump ->
         N[n].m.h1 = N[n].m.h0; N[n].m.h0 = N[n].m.gen;
         N[n].m.bmgen = N[n].m.gen; N[n].m.gen = next_gen; next_gen++;
+        N[n].gbump = 1;
         printf("MSC: n%d meta_flush_start: writing without the peer: new data generation %d (peer has %d)\n", n, N[n].m.gen, N[n].m.bmgen)
     :: else -> skip
     fi;
@@ -386,7 +423,7 @@ inline thaw(n) {
         :: wst[tk] == W_FROZEN && wnode[tk] == n ->
             if
             :: N[n].ahead -> ACKW(tk)
-            :: else -> wst[tk] = W_MWAIT; meta_park(n)
+            :: else -> wst[tk] = W_MWAIT; ahead_gen_now(n); meta_park(n)
             fi
         :: else -> skip
         fi;
@@ -430,7 +467,10 @@ inline req_issue(n, i) {
     if
     :: N[n].ps == PS_CONN && N[n].pc == PC_CONN ->
         SEND(PEER(n), WRITE, t1, N[n].r[i].blk, t1);
-#if MODE == 1 && !defined(FIX_TRACK_UNACKED)
+#if TRACK_FRAMES
+        wun[t1] = 1;                    /* mode A: an async_frame until the peer's ACK */
+#endif
+#if MODE == 1
         N[n].r[i].pok = 1               /* mode A: queued is enough */
 #else
         N[n].r[i].ppend = 1
@@ -475,7 +515,14 @@ inline ord_kick(n) {
 /* req_join() of a client write: both legs are done */
 inline req_join(n, i) {
     jb = N[n].r[i].blk; jw = N[n].r[i].val; jok = N[n].r[i].pok;
+#if MODE == 1 && defined(FIX_TRACK_UNACKED)
+    if
+    :: !wun[jw] -> N[n].alinf[jb]--     /* else: the extent stays hot until the peer's ACK */
+    :: else -> skip
+    fi;
+#else
     N[n].alinf[jb]--;
+#endif
     ord_remove(n, i);
     if
     :: !jok && N[n].role == PRI ->
@@ -489,7 +536,7 @@ inline req_join(n, i) {
 #endif
         :: else ->
             if
-            :: !N[n].ahead -> wst[jw] = W_MWAIT; meta_park(n)
+            :: !N[n].ahead -> wst[jw] = W_MWAIT; ahead_gen_now(n); meta_park(n)
             :: else -> ACKW(jw)
             fi
         fi
@@ -760,10 +807,21 @@ inline pc_close(n, planned) {
     od;
     N[n].sd_pending = 0; N[n].paused = 0; N[n].await = 0;
     N[n].sync = SYNC_NONE; N[n].sfull = 0; N[n].sb = 0;
+#ifdef FIX_META_CB
+    /* the connection's callbacks die with it */
+    N[n].cb = N[n].cb & ~(CB_TARGET | CB_SD); N[n].cbn = N[n].cbn & ~(CB_TARGET | CB_SD);
+#endif
     if
     :: N[PEER(n)].pc == PC_NONE -> HS_CLEAR()
     :: else -> skip
     fi;
+    /* a planned close with mode-A frames outstanding is a loss */
+    plan = planned;
+    vk = 1;
+    do
+    :: vk <= nw -> if :: wun[vk] && wnode[vk] == n -> plan = 0 :: else -> skip fi; vk++
+    :: else -> break
+    od;
     if
     :: was ->
         /* rv_resync_abort() */
@@ -771,6 +829,14 @@ inline pc_close(n, planned) {
         :: N[n].rs != RS_IDLE -> N[n].aborting = 1; N[n].rs = RS_IDLE
         :: else -> skip
         fi;
+#ifdef FIX_SD_LOST
+        /* SYNC_DONE unanswered: the peer may have adopted our generation:
+         * what we write from now on is a new one */
+        if
+        :: N[n].done_busy && N[n].role == PRI -> N[n].m.bmgen = 0; N[n].ahead = 0; N[n].gbump = 0
+        :: else -> skip
+        fi;
+#endif
         N[n].done_busy = 0;
         /* chunk_sent(err): queued RESYNC_WRITEs end unanswered, bits stay */
         ck2 = 0;
@@ -784,7 +850,7 @@ inline pc_close(n, planned) {
         :: else -> break
         od;
         if
-        :: !(planned) ->
+        :: !plan ->
             if
             :: FENCE && MODE == 3 && N[n].role == PRI -> fence_peer(n)
             :: else -> skip
@@ -792,6 +858,7 @@ inline pc_close(n, planned) {
             /* rv_volume_peer_lost() */
             if
             :: N[n].role == PRI && !N[n].ahead ->
+                ahead_gen_now(n);
                 if
                 :: N[n].busy -> N[n].again = 1
                 :: else -> meta_flush_start(n)
@@ -802,6 +869,30 @@ inline pc_close(n, planned) {
         fi
     :: else -> skip
     fi;
+#if TRACK_FRAMES
+    /* pc_on_closed(): async_drop_all(): frames the peer has not acknowledged
+     * may be missing there: mark them (in memory) */
+    pk = 0; vk = 1;
+    do
+    :: vk <= nw ->
+        if
+        :: wun[vk] && wnode[vk] == n ->
+#if MODE == 1 && defined(FIX_TRACK_UNACKED)
+            if :: wst[vk] != W_LIST -> N[n].alinf[wblk[vk]]-- :: else -> skip fi;
+#endif
+            wun[vk] = 0; N[n].bm[wblk[vk]] = 1; pk = 1
+        :: else -> skip
+        fi;
+        vk++
+    :: else -> break
+    od;
+#ifdef FIX_TRACK_UNACKED
+    if
+    :: pk -> meta_commit(n, 0)          /* ... and durably */
+    :: else -> skip
+    fi;
+#endif
+#endif
     /* pc_on_closed(): leg_finish(-ENOTCONN) */
     ci = 0;
     do
@@ -833,7 +924,7 @@ inline pc_connected(n) {
     :: N[n].sync == SYNC_SRC && !N[n].sfull && r_dirty > 0 ->
         N[n].await = 1                          /* the target's bitmap first */
     :: N[n].sync == SYNC_NONE ->
-        N[n].ahead = (N[n].m.bmgen != 0)        /* rv_volume_peer_in_sync */
+        N[n].gbump = 0; N[n].ahead = (N[n].m.bmgen != 0)        /* rv_volume_peer_in_sync */
     :: N[n].sync == SYNC_SRC && !(!N[n].sfull && r_dirty > 0) ->
         resync_start(n, N[n].sfull)
     :: N[n].sync == SYNC_TGT ->
@@ -941,6 +1032,17 @@ inline dial(n) {
 inline handle_answer(n) {
     if
     :: ma >= 1 && ma <= MAXW ->               /* find_leg() */
+        if
+        :: mb == 0 ->                           /* async_answer(): the peer completed it */
+#if MODE == 1 && defined(FIX_TRACK_UNACKED)
+            if
+            :: wun[ma] && wst[ma] != W_LIST -> N[n].alinf[wblk[ma]]--
+            :: else -> skip
+            fi;
+#endif
+            wun[ma] = 0
+        :: else -> skip
+        fi;
         ci = 0;
         do
         :: ci < N[n].nr && !(N[n].r[ci].kind == K_CW && N[n].r[ci].val == ma && N[n].r[ci].ppend) -> ci++
@@ -976,7 +1078,7 @@ inline handle_answer(n) {
             printf("MSC: n%d rv_resync_answer: SYNC_DONE acknowledged: bitmap_gen = 0\n", n);
             N[n].done_busy = 0; N[n].rs = RS_IDLE;
             N[n].m.bmgen = 0;                   /* not ahead of the peer any more */
-            N[n].ahead = 0;                     /* rv_volume_peer_in_sync */
+            N[n].gbump = 0; N[n].ahead = 0;     /* rv_volume_peer_in_sync */
             meta_commit(n, 0)
         :: else -> skip
         fi
@@ -1010,7 +1112,7 @@ inline start_remote(n) {
     N[n].r[N[n].nr].early = (MODE == 2 && mt == WRITE);
     N[n].nr++;
     if
-    :: MODE == 2 && mt == WRITE -> SEND(PEER(n), ACK, ma, 0, 0)   /* ACK with RECEIVED */
+    :: MODE == 2 && mt == WRITE -> SEND(PEER(n), ACK, ma, 1, 0)   /* ACK with RECEIVED */
     :: else -> skip
     fi
 }
@@ -1042,14 +1144,18 @@ inline apply(n, i) {
         printf("MSC: n%d rreq_done: %e block %d = %d applied, ACK sent=%d\n", n, (N[n].r[i].kind == K_RW -> RESYNC_WRITE : WRITE),
                N[n].r[i].blk, N[n].r[i].val, N[n].r[i].conn && !N[n].r[i].early);
         if
-        :: N[n].r[i].kind == K_RW -> N[n].incons = 1
+        :: N[n].r[i].kind == K_RW && N[n].role != PRI -> N[n].incons = 1
         :: else -> skip
         fi;
         if
         :: N[n].r[i].conn && !N[n].r[i].early -> SEND(PEER(n), ACK, N[n].r[i].seq, 0, 0)
+#if defined(FIX_TRACK_UNACKED) && MODE == 2
+        :: N[n].r[i].conn && N[n].r[i].early -> SEND(PEER(n), ACK, N[n].r[i].seq, 0, 0)  /* completed */
+#endif
         :: else -> skip
         fi;
-        ord_remove(n, i)
+        ord_remove(n, i);
+        ord_kick(n)
     :: N[n].r[i].kind == K_SD ->
         /* rreq_done() for SYNC_DONE: adopt the source's generation */
         if
@@ -1070,7 +1176,8 @@ inline apply(n, i) {
             meta_commit(n, CB_SD)
         :: else -> skip                             /* PC_CLOSING: dropped */
         fi;
-        ord_remove(n, i)
+        ord_remove(n, i);
+        ord_kick(n)
     fi
 }
 
@@ -1081,7 +1188,12 @@ inline meta_flush_done(n) {
     N[n].busy = 0;
     MCOPY(N[n].dm, N[n].fm);
     N[n].dbm[0] = N[n].fbm[0]; N[n].dbm[1] = N[n].fbm[1];
-    N[n].ahead = (N[n].m.bmgen != 0);
+#if defined(FIX_AHEAD_GEN) || defined(FIX_SD_LOST)
+    /* what was written, not what memory says now */
+    N[n].ahead = (N[n].fm.gen == N[n].m.gen && (N[n].m.bmgen != 0 || N[n].gbump));
+#else
+    N[n].ahead = (N[n].m.bmgen != 0 || N[n].gbump);
+#endif
     /* meta_resume(): activity-log waits are issued, finished writes answered */
     fk = 0;
     do
@@ -1146,7 +1258,7 @@ inline promote(n, force) {
     printf("MSC: n%d rv_role_promote force=%d (data %d,%d)\n", n, force, N[n].data[0], N[n].data[1]);
     nops++;
     if
-    :: force -> N[n].m.dstate = UPTD; lossy = 1
+    :: force -> N[n].m.dstate = UPTD; lossy = 1; N[n].incons = 0   /* the operator takes this data as it is */
     :: else ->
         check_a(n);
         c_ok = !N[n].incons;            /* (c) never promote a half-resynced copy */
@@ -1198,8 +1310,9 @@ inline crash(n) {
            N[n].dm.gen, N[n].dm.bmgen, DSNAME(N[n].dm.dstate),
            ROLENAME(N[n].dm.role), N[n].dbm[0], N[n].dbm[1]);
     ncrash++;
+    /* the kernel resets the connection: what either side had not read is lost */
     if
-    :: N[n].pc != PC_NONE -> linkup = 0
+    :: N[n].pc != PC_NONE -> linkup = 0; DRAIN(PEER(n))
     :: else -> skip
     fi;
     DRAIN(n);
@@ -1210,6 +1323,7 @@ inline crash(n) {
         :: wnode[fk] == n && wst[fk] != W_ACKED && wst[fk] != W_LOST && wst[fk] != W_NONE -> wst[fk] = W_LOST
         :: else -> skip
         fi;
+        if :: wnode[fk] == n -> wun[fk] = 0 :: else -> skip fi;
         fk++
     :: else -> break
     od;
@@ -1220,7 +1334,7 @@ inline crash(n) {
     N[n].up = 0; N[n].role = 0; MZERO(N[n].m);
     N[n].bm[0] = 0; N[n].bm[1] = 0; N[n].hot[0] = 0; N[n].hot[1] = 0;
     N[n].alinf[0] = 0; N[n].alinf[1] = 0;
-    N[n].ahead = 0; N[n].busy = 0; N[n].again = 0; N[n].cb = 0; N[n].cbn = 0;
+    N[n].ahead = 0; N[n].gbump = 0; N[n].busy = 0; N[n].again = 0; N[n].cb = 0; N[n].cbn = 0;
     MZERO(N[n].fm); N[n].fbm[0] = 0; N[n].fbm[1] = 0;
     N[n].frozen = 0; N[n].fence = 0; N[n].fenced = 0;
     N[n].ps = 0; N[n].pc = PC_NONE; N[n].outgoing = 0; N[n].discard = 0;
@@ -1242,6 +1356,13 @@ inline restart(n) {
     N[n].up = 1;
     MCOPY(N[n].m, N[n].dm);
     N[n].role = N[n].dm.role;
+    if
+    :: N[n].role == PRI && N[n].dm.dstate != UPTD ->
+        /* main.c: "refusing to serve an Inconsistent/Outdated copy as primary":
+         * the operator starts it with --role secondary */
+        N[n].role = SEC; N[n].m.role = SEC
+    :: else -> skip
+    fi;
 #ifdef FIX_START_SECONDARY
     N[n].role = SEC; N[n].m.role = SEC;
 #endif
@@ -1369,17 +1490,13 @@ end:
     :: d_step { CW_OK(1, 0) -> client_write(1, 0) }
     :: d_step { CW_OK(1, 1) -> client_write(1, 1) }
     /* crash (an in-flight metadata flush may or may not have reached the disk) */
-    :: atomic { N[0].up && ncrash < MAXCRASH ->
-        if
-        :: N[0].busy -> MCOPY(N[0].dm, N[0].fm); N[0].dbm[0] = N[0].fbm[0]; N[0].dbm[1] = N[0].fbm[1]
-        :: true -> skip
-        fi;
+    :: d_step { N[0].up && ncrash < MAXCRASH -> crash(0) }
+    :: d_step { N[0].up && ncrash < MAXCRASH && N[0].busy ->   /* the flush in flight reached the disk */
+        MCOPY(N[0].dm, N[0].fm); N[0].dbm[0] = N[0].fbm[0]; N[0].dbm[1] = N[0].fbm[1];
         crash(0) }
-    :: atomic { N[1].up && ncrash < MAXCRASH ->
-        if
-        :: N[1].busy -> MCOPY(N[1].dm, N[1].fm); N[1].dbm[0] = N[1].fbm[0]; N[1].dbm[1] = N[1].fbm[1]
-        :: true -> skip
-        fi;
+    :: d_step { N[1].up && ncrash < MAXCRASH -> crash(1) }
+    :: d_step { N[1].up && ncrash < MAXCRASH && N[1].busy ->   /* the flush in flight reached the disk */
+        MCOPY(N[1].dm, N[1].fm); N[1].dbm[0] = N[1].fbm[0]; N[1].dbm[1] = N[1].fbm[1];
         crash(1) }
     :: d_step { !N[0].up -> restart(0) }
     :: d_step { !N[1].up -> restart(1) }
