@@ -202,7 +202,7 @@ node() { # N IMG ROLE [ARGS...]: start repvold node N (A or B) in its namespace
     if [ "$n" = B ]; then id=2 me=10.79.0.2 peer=10.79.0.1 ns=$NS_B; fi
     rm -f "$W/node$n.ctl" "$W/node$n.sock"
     bg "$ns" "$W/node$n.log" "$BUILD/repvold" --volume "$img" --node-id "$id" --role "$role" \
-        --control "$W/node$n.ctl" --repl-listen "$me:7789" --peer "$peer:7789" \
+        --control "$W/node$n.ctl" --repl-listen "$me:7789" --peer "$peer:7789" --insecure \
         --listen "unix:$W/node$n.sock" --no-mlock "$@"
     wait_ctl "$BG_PID" "$W/node$n.ctl" 15 || { cat "$W/node$n.log" >&2; die "node $n did not start"; }
     NODE_PID[$n]=$BG_PID
@@ -339,7 +339,7 @@ for ((rep = 1; rep <= REPEAT; rep++)); do
             # Nothing listens on 10.79.0.2:7789: the peer is configured, absent.
             bg "$NS_A" "$W/c-$mode.log" "$BUILD/repvold" --volume "$W/c.img" --listen "unix:$W/c.sock" \
                 --control "$W/c.ctl" --no-mlock --node-id 1 --role primary \
-                --repl-listen 10.79.0.1:7789 --peer 10.79.0.2:7789
+                --repl-listen 10.79.0.1:7789 --peer 10.79.0.2:7789 --insecure
         fi
         pid=$BG_PID
         wait_nbd "$pid" "nbd+unix:///?socket=$W/c.sock" 15 || { cat "$W/c-$mode.log" >&2; die "repvold ($mode) did not start"; }

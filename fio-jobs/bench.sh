@@ -546,7 +546,7 @@ repl_start() { # MODE
     rm -f "$SERVER_SOCK" "$DIR/repl-b.sock" "$DIR/repl-a.ctl" "$DIR/repl-b.ctl"
     # `ip netns exec` execs the daemon: $! is the daemon itself.
     ip netns exec "$REPL_NS_B" "$BUILD/repvold" --volume "$REPL_IMG_B" --role secondary --node-id 2 \
-        --repl-listen "$REPL_ADDR_B:$REPL_PORT" --peer "$REPL_ADDR_A:$REPL_PORT" \
+        --repl-listen "$REPL_ADDR_B:$REPL_PORT" --peer "$REPL_ADDR_A:$REPL_PORT" $REPL_SECURITY \
         --listen "unix:$DIR/repl-b.sock" --control "$DIR/repl-b.ctl" "${common[@]}" \
         </dev/null >"$REPL_B_LOG" 2>&1 &
     REPL_B_PID=$!
@@ -557,7 +557,7 @@ repl_start() { # MODE
     done
     [ "$i" -lt 150 ] || die "the secondary repvold did not come up in 15 s (log: $REPL_B_LOG)"
     ip netns exec "$REPL_NS_A" "$BUILD/repvold" --volume "$REPL_IMG_A" --role primary --node-id 1 \
-        --repl-listen "$REPL_ADDR_A:$REPL_PORT" --peer "$REPL_ADDR_B:$REPL_PORT" \
+        --repl-listen "$REPL_ADDR_A:$REPL_PORT" --peer "$REPL_ADDR_B:$REPL_PORT" $REPL_SECURITY \
         --listen "unix:$SERVER_SOCK" --control "$DIR/repl-a.ctl" "${common[@]}" \
         </dev/null >"$SERVER_LOG" 2>&1 &
     SERVER_PID=$!

@@ -20,6 +20,8 @@
 #include "repvol/control.h"
 #include "repvol/frontend.h"
 #include "repvol/log.h"
+#include "repvol/netaddr.h"
+#include "repvol/tls.h"
 #include "repvol/loop.h"
 #include "repvol/peer_link.h"
 #include "repvol/repl_proto.h"
@@ -81,6 +83,19 @@ static void usage(FILE *f)
 "                           (default /run/repvol/VOLUME-NAME.ctl)\n"
 "      --pidfile FILE       write the daemon's pid\n"
 "\n"
+"TLS for NBD clients (NBD_OPT_STARTTLS, as nbdkit and libnbd do it):\n"
+"      --tls MODE           off (default), on (clients choose) or require (plaintext\n"
+"                           clients get NBD_REP_ERR_TLS_REQD); giving credentials\n"
+"                           without --tls means require\n"
+"      --tls-psk FILE       pre-shared keys, lines 'username:hexkey' (psktool -u)\n"
+"      --tls-certificates DIR  X.509: DIR/ca-cert.pem, server-cert.pem,\n"
+"                           server-key.pem (clients must present a certificate\n"
+"                           signed by that CA)\n"
+"      --insecure           allow NBD or replication on a non-loopback address\n"
+"                           without TLS (refused otherwise: anyone who reaches\n"
+"                           the port could read and overwrite the volume)\n"
+"Key files must be readable by their owner only (root or this user).\n"
+"\n"
 "Replication (DRBD-style, to one peer node over TCP):\n"
 "      --peer HOST:PORT     the peer's replication address (the primary dials it)\n"
 "      --repl-listen HOST:PORT  accept the peer's connection here\n"
@@ -117,6 +132,15 @@ static void usage(FILE *f)
 "                           sends only blocks that differ (after an unclean split,\n"
 "                           when the peer already holds most of the data)\n"
 "                           (at most 8 x 256K in flight)\n"
+"      --repl-tls-psk FILE  TLS 1.3 with a pre-shared key on the replication link\n"
+"                           (the same 'identity:hexkey' file on both nodes)\n"
+"      --repl-tls-identity NAME  the identity to use from that file (default:\n"
+"                           its first line); the listener accepts only it\n"
+"      --repl-tls-certificates DIR  TLS with X.509 on the link: DIR/ca-cert.pem,\n"
+"                           server-cert.pem + server-key.pem (accepting) and\n"
+"                           client-cert.pem + client-key.pem (dialing)\n"
+"      --repl-tls-peer-name NAME  the name the peer's certificate must carry\n"
+"                           (default: the host part of --peer)\n"
 "      --log-level LEVEL    error, warn, info (default) or debug\n"
 "  -h, --help               this text\n"
 "\n"
@@ -314,12 +338,132 @@ static void harden_memory(bool want_mlock, size_t pool_bytes)
 #endif
 }
 
+struct tls_opts {
+    int nbd_mode;                       /* enum nbd_hs_tls, -1 = not given */
+    const char *nbd_psk, *nbd_certs;
+    const char *repl_psk, *repl_identity, *repl_certs, *repl_peer_name;
+    bool insecure;
+};
+
+static int make_ctx(const struct rv_tls_config *cfg, struct rv_tls_ctx **out, const char *what)
+{
+    char msg[RV_TLS_ERR_MAX];
+    int r = rv_tls_ctx_new(cfg, out, msg, sizeof msg);
+    if (r < 0)
+        fprintf(stderr, "repvold: %s: %s\n", what, msg);
+    return r;
+}
+
+/* Check the TLS options, load the credentials, and refuse to expose the
+ * volume beyond this machine without TLS unless told --insecure. */
+static int setup_tls(struct tls_opts *t, const char *const *listen, struct rv_peer_opts *popts,
+                     struct rv_nbd_opts *nopts)
+{
+    /* NBD */
+    bool nbd_creds = t->nbd_psk || t->nbd_certs;
+    if (t->nbd_psk && t->nbd_certs) {
+        fprintf(stderr, "repvold: give --tls-psk or --tls-certificates, not both\n");
+        return -EINVAL;
+    }
+    if (t->nbd_mode < 0)
+        t->nbd_mode = nbd_creds ? NBD_HS_TLS_REQUIRE : NBD_HS_TLS_OFF;
+    if (t->nbd_mode != NBD_HS_TLS_OFF && !nbd_creds) {
+        fprintf(stderr, "repvold: --tls %s needs credentials: --tls-psk FILE or --tls-certificates DIR\n",
+                t->nbd_mode == NBD_HS_TLS_ON ? "on" : "require");
+        return -EINVAL;
+    }
+    if (t->nbd_mode == NBD_HS_TLS_OFF && nbd_creds) {
+        fprintf(stderr, "repvold: --tls off contradicts --tls-psk/--tls-certificates\n");
+        return -EINVAL;
+    }
+    if (t->nbd_mode != NBD_HS_TLS_OFF) {
+        struct rv_tls_config cfg = { .kind = t->nbd_psk ? RV_TLS_PSK : RV_TLS_X509, .psk_file = t->nbd_psk,
+                                     .x509_dir = t->nbd_certs, .server = true };
+        if (make_ctx(&cfg, &nopts->tls, t->nbd_psk ? "--tls-psk" : "--tls-certificates") < 0)
+            return -EINVAL;
+        nopts->tls_mode = (enum nbd_hs_tls)t->nbd_mode;
+    }
+    for (unsigned i = 0; listen[i]; i++) {
+        if (strncmp(listen[i], "tcp:", 4) || t->nbd_mode == NBD_HS_TLS_REQUIRE || t->insecure)
+            continue;
+        int lo = rv_hostport_is_loopback(listen[i]);
+        if (lo < 0) {
+            fprintf(stderr, "repvold: --listen %s: cannot resolve the host\n", listen[i]);
+            return -EINVAL;
+        }
+        if (!lo) {
+            fprintf(stderr, "repvold: refusing to serve NBD on %s without TLS: anyone who can reach it could "
+                    "read and overwrite the volume; use --tls require with --tls-psk FILE or "
+                    "--tls-certificates DIR, or --insecure to do it anyway\n", listen[i]);
+            return -EPERM;
+        }
+    }
+
+    /* Replication link */
+    if (t->repl_psk && t->repl_certs) {
+        fprintf(stderr, "repvold: give --repl-tls-psk or --repl-tls-certificates, not both\n");
+        return -EINVAL;
+    }
+    bool repl_tls = t->repl_psk || t->repl_certs;
+    if (!repl_tls && (t->repl_identity || t->repl_peer_name)) {
+        fprintf(stderr, "repvold: --repl-tls-identity/--repl-tls-peer-name need --repl-tls-psk or "
+                "--repl-tls-certificates\n");
+        return -EINVAL;
+    }
+    if (repl_tls) {
+        char peer_host[256] = "";
+        if (t->repl_peer_name)
+            snprintf(peer_host, sizeof peer_host, "%s", t->repl_peer_name);
+        else if (popts->peer)
+            rv_hostport_host(popts->peer, peer_host, sizeof peer_host);
+        struct rv_tls_config cfg = { .kind = t->repl_psk ? RV_TLS_PSK : RV_TLS_X509, .psk_file = t->repl_psk,
+                                     .psk_identity = t->repl_identity, .x509_dir = t->repl_certs,
+                                     .peer_name = peer_host[0] ? peer_host : NULL };
+        const char *what = t->repl_psk ? "--repl-tls-psk" : "--repl-tls-certificates";
+        if (popts->peer) {
+            cfg.server = false;
+            if (make_ctx(&cfg, &popts->tls_client, what) < 0)
+                return -EINVAL;
+        }
+        if (popts->listen) {
+            cfg.server = true;
+            if (make_ctx(&cfg, &popts->tls_server, what) < 0)
+                return -EINVAL;
+            if (t->repl_certs && !cfg.peer_name)
+                rv_warn("--repl-tls-certificates without --peer or --repl-tls-peer-name: any certificate "
+                        "signed by the CA may connect as the peer");
+        }
+        popts->tls_desc = t->repl_psk ? "PSK" : "X.509";
+        return 0;
+    }
+    const char *addrs[2] = { popts->peer, popts->listen };
+    for (unsigned i = 0; i < 2; i++) {
+        if (!addrs[i] || t->insecure)
+            continue;
+        int lo = rv_hostport_is_loopback(addrs[i]);
+        if (lo < 0) {
+            fprintf(stderr, "repvold: %s %s: cannot resolve the host\n", i ? "--repl-listen" : "--peer",
+                    addrs[i]);
+            return -EINVAL;
+        }
+        if (!lo) {
+            fprintf(stderr, "repvold: refusing to replicate over %s without TLS: a stranger could send writes "
+                    "or read the data on the wire; use --repl-tls-psk FILE or --repl-tls-certificates DIR "
+                    "(on both nodes), or --insecure on a trusted network\n", addrs[i]);
+            return -EPERM;
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     enum { OPT_EXPORT = 256, OPT_CACHE, OPT_RO, OPT_MAXREQ, OPT_BUFMEM, OPT_MAXCONN,
            OPT_MAXINFL, OPT_NOMLOCK, OPT_PIDFILE, OPT_LOGLEVEL, OPT_CONTROL,
            OPT_PEER, OPT_REPL_LISTEN, OPT_NODE_ID, OPT_ROLE, OPT_PROTOCOL, OPT_PEER_TIMEOUT,
-           OPT_RESYNC_RATE, OPT_RESYNC_CHECKSUM, OPT_SB_POLICY, OPT_FENCE, OPT_FORCE_PRIMARY };
+           OPT_RESYNC_RATE, OPT_RESYNC_CHECKSUM, OPT_SB_POLICY, OPT_FENCE, OPT_FORCE_PRIMARY,
+           OPT_TLS, OPT_TLS_PSK, OPT_TLS_CERTS, OPT_INSECURE, OPT_REPL_TLS_PSK, OPT_REPL_TLS_ID,
+           OPT_REPL_TLS_CERTS, OPT_REPL_TLS_PEER };
     static const struct option longopts[] = {
         { "volume", required_argument, NULL, 'v' },
         { "listen", required_argument, NULL, 'l' },
@@ -344,6 +488,14 @@ int main(int argc, char **argv)
         { "split-brain-policy", required_argument, NULL, OPT_SB_POLICY },
         { "fence-peer-handler", required_argument, NULL, OPT_FENCE },
         { "force-primary", no_argument, NULL, OPT_FORCE_PRIMARY },
+        { "tls", required_argument, NULL, OPT_TLS },
+        { "tls-psk", required_argument, NULL, OPT_TLS_PSK },
+        { "tls-certificates", required_argument, NULL, OPT_TLS_CERTS },
+        { "insecure", no_argument, NULL, OPT_INSECURE },
+        { "repl-tls-psk", required_argument, NULL, OPT_REPL_TLS_PSK },
+        { "repl-tls-identity", required_argument, NULL, OPT_REPL_TLS_ID },
+        { "repl-tls-certificates", required_argument, NULL, OPT_REPL_TLS_CERTS },
+        { "repl-tls-peer-name", required_argument, NULL, OPT_REPL_TLS_PEER },
         { "log-level", required_argument, NULL, OPT_LOGLEVEL },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
@@ -357,6 +509,7 @@ int main(int argc, char **argv)
     struct rv_nbd_opts nopts = { .max_connections = 64, .max_inflight = 128 };
     struct rv_peer_opts popts = { .mode = RV_MODE_C, .timeout_ms = 6000, .ping_ms = 1000 };
     bool want_mlock = true, force_primary = false;
+    struct tls_opts tlso = { .nbd_mode = -1 };
     enum rv_log_level level = RV_LOG_INFO;
     uint64_t n;
     int c;
@@ -473,6 +626,22 @@ int main(int argc, char **argv)
             popts.ping_ms = RV_MAX(100u, popts.timeout_ms / 4);
             break;
         }
+        case OPT_TLS:
+            if (!strcmp(optarg, "off")) tlso.nbd_mode = NBD_HS_TLS_OFF;
+            else if (!strcmp(optarg, "on")) tlso.nbd_mode = NBD_HS_TLS_ON;
+            else if (!strcmp(optarg, "require")) tlso.nbd_mode = NBD_HS_TLS_REQUIRE;
+            else {
+                fprintf(stderr, "repvold: --tls: '%s' is not off, on or require\n", optarg);
+                return 2;
+            }
+            break;
+        case OPT_TLS_PSK: tlso.nbd_psk = optarg; break;
+        case OPT_TLS_CERTS: tlso.nbd_certs = optarg; break;
+        case OPT_INSECURE: tlso.insecure = true; break;
+        case OPT_REPL_TLS_PSK: tlso.repl_psk = optarg; break;
+        case OPT_REPL_TLS_ID: tlso.repl_identity = optarg; break;
+        case OPT_REPL_TLS_CERTS: tlso.repl_certs = optarg; break;
+        case OPT_REPL_TLS_PEER: tlso.repl_peer_name = optarg; break;
         case OPT_LOGLEVEL:
             if (!strcmp(optarg, "error")) level = RV_LOG_ERROR;
             else if (!strcmp(optarg, "warn") || !strcmp(optarg, "warning")) level = RV_LOG_WARN;
@@ -502,6 +671,8 @@ int main(int argc, char **argv)
         vopts.role = RV_ROLE_PRIMARY;       /* standalone: this node serves */
     rv_log_init(argv[0], level);
     signal(SIGPIPE, SIG_IGN);
+    if (setup_tls(&tlso, listen, &popts, &nopts) < 0)
+        return 2;
 
     static struct daemon d;   /* static: large (volume path buffers), lives as long as the process */
     d.sigfd = -1;
@@ -590,6 +761,9 @@ out_volume:
     if (d.sigfd >= 0)
         close(d.sigfd);
     rv_loop_fini(&d.loop);
+    rv_tls_ctx_free(nopts.tls);
+    rv_tls_ctx_free(popts.tls_client);
+    rv_tls_ctx_free(popts.tls_server);
     if (pidfile)
         unlink(pidfile);
     if (r >= 0)

@@ -174,14 +174,30 @@ static void opt_starttls(struct nbd_hs *hs, uint32_t len)
         reply_err(hs, NBD_REP_ERR_INVALID, "NBD_OPT_STARTTLS takes no data");
         return;
     }
-    /* TLS hook.  We run in NOTLS mode, where the spec requires
-     * NBD_REP_ERR_POLICY (or UNSUP) here.  To add TLS: reply ACK, forget
-     * result.structured and result.base_allocation (the spec forbids keeping
-     * negotiation state across STARTTLS), and return a new status (e.g.
-     * NBD_HS_STARTTLS) from nbd_hs_feed so the driver runs the TLS handshake
-     * before feeding more bytes.  A STARTTLS once TLS is up gets
-     * NBD_REP_ERR_INVALID. */
-    reply_err(hs, NBD_REP_ERR_POLICY, "TLS is not enabled on this server");
+    if (hs->exp->tls == NBD_HS_TLS_OFF) {
+        reply_err(hs, NBD_REP_ERR_POLICY, "TLS is not enabled on this server");
+        return;
+    }
+    if (hs->tls_active) {
+        reply_err(hs, NBD_REP_ERR_INVALID, "TLS is already active");
+        return;
+    }
+    reply_ack(hs);
+    if (hs->state == NBD_HS_ST_CLOSED)
+        return;
+    /* Spec: nothing negotiated before STARTTLS survives it (an attacker
+     * could have shaped it in plaintext). */
+    hs->result.structured = false;
+    hs->result.base_allocation = false;
+    hs->result.base_allocation_id = 0;
+    hs->state = NBD_HS_ST_STARTTLS;
+}
+
+/* FORCEDTLS: before TLS only STARTTLS (and ABORT, handled with the header)
+ * are allowed. */
+static bool tls_required(const struct nbd_hs *hs)
+{
+    return hs->exp->tls == NBD_HS_TLS_REQUIRE && !hs->tls_active;
 }
 
 static void info_reply(struct nbd_hs *hs, uint16_t info, const void *data, size_t n)
@@ -399,6 +415,13 @@ static void handle_option(struct nbd_hs *hs, const uint8_t *d, uint32_t len)
             reply_err(hs, NBD_REP_ERR_SHUTDOWN, "server shutting down");
         return;
     }
+    if (tls_required(hs) && hs->opt != NBD_OPT_STARTTLS) {
+        if (hs->opt == NBD_OPT_EXPORT_NAME)
+            hs_close(hs, "NBD_OPT_EXPORT_NAME without TLS, which this server requires");
+        else
+            reply_err(hs, NBD_REP_ERR_TLS_REQD, "this server requires TLS: use NBD_OPT_STARTTLS");
+        return;
+    }
     switch (hs->opt) {
     case NBD_OPT_EXPORT_NAME:       opt_export_name(hs, d, len); break;
     case NBD_OPT_LIST:              opt_list(hs, len); break;
@@ -480,6 +503,7 @@ void nbd_hs_init(struct nbd_hs *hs, const struct nbd_hs_export *exp)
     memset(&hs->result, 0, sizeof(hs->result));
     hs->close_reason = NULL;
     hs->options = 0;
+    hs->tls_active = false;
     hs->exp = exp;
     hs->state = NBD_HS_ST_CLIENT_FLAGS;
     hs->shutting_down = false;
@@ -497,6 +521,7 @@ static enum nbd_hs_status status_of(const struct nbd_hs *hs)
     switch (hs->state) {
     case NBD_HS_ST_DONE:   return NBD_HS_DONE;
     case NBD_HS_ST_CLOSED: return NBD_HS_CLOSE;
+    case NBD_HS_ST_STARTTLS: return NBD_HS_STARTTLS;
     default:               return NBD_HS_CONTINUE;
     }
 }
@@ -512,6 +537,7 @@ enum nbd_hs_status nbd_hs_feed(struct nbd_hs *hs, const uint8_t *in, size_t len,
         switch (hs->state) {
         case NBD_HS_ST_DONE:
         case NBD_HS_ST_CLOSED:
+        case NBD_HS_ST_STARTTLS:
             goto out;
         case NBD_HS_ST_OPT_DISCARD:
             take = RV_MIN(len - used, (size_t)hs->discard_left);
@@ -589,6 +615,14 @@ void nbd_hs_limits(const struct nbd_hs *hs, struct nbd_limits *lim)
         .structured = hs->result.structured,
         .base_allocation = hs->result.base_allocation,
     };
+}
+
+void nbd_hs_tls_started(struct nbd_hs *hs)
+{
+    if (hs->state == NBD_HS_ST_STARTTLS) {
+        hs->tls_active = true;
+        hs->state = NBD_HS_ST_OPT_HEADER;
+    }
 }
 
 void nbd_hs_set_shutdown(struct nbd_hs *hs)

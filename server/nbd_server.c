@@ -35,6 +35,7 @@
 #include "repvol/netaddr.h"
 #include "repvol/nbd_handshake.h"
 #include "repvol/nbd_proto.h"
+#include "repvol/tlsio.h"
 #include "repvol/util.h"
 
 #define RBUF_SIZE        (128u * 1024)
@@ -76,6 +77,7 @@ struct nbd_conn {
     char peer[80];
     enum conn_state state;
     struct nbd_hs *hs;          /* option phase only */
+    struct rv_tlsio *tio;       /* after NBD_OPT_STARTTLS: all I/O goes through TLS */
     enum nbd_hs_status hs_status;
     bool structured;
     bool base_alloc;
@@ -271,8 +273,12 @@ static void conn_kick_send(struct nbd_conn *c)
     c->msg.msg_iov = c->iov;
     c->msg.msg_iovlen = n;
     c->send_op.fn = on_send;
-    struct io_uring_sqe *sqe = rv_loop_sqe(c->nf->fe.loop, &c->send_op);
-    io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+    if (c->tio) {
+        rv_tlsio_sendmsg(c->tio, &c->send_op, &c->msg);
+    } else {
+        struct io_uring_sqe *sqe = rv_loop_sqe(c->nf->fe.loop, &c->send_op);
+        io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+    }
     c->send_pending = true;
     c->ops++;
 }
@@ -330,8 +336,12 @@ static void on_recv(struct rv_op *op, int res);
 static void conn_recv(struct nbd_conn *c, void *buf, uint32_t len, bool waitall)
 {
     c->recv_op.fn = on_recv;
-    struct io_uring_sqe *sqe = rv_loop_sqe(c->nf->fe.loop, &c->recv_op);
-    io_uring_prep_recv(sqe, c->fd, buf, len, waitall ? MSG_WAITALL : 0);
+    if (c->tio) {
+        rv_tlsio_recv(c->tio, &c->recv_op, buf, len, waitall);
+    } else {
+        struct io_uring_sqe *sqe = rv_loop_sqe(c->nf->fe.loop, &c->recv_op);
+        io_uring_prep_recv(sqe, c->fd, buf, len, waitall ? MSG_WAITALL : 0);
+    }
     c->recv_pending = true;
     c->ops++;
 }
@@ -512,6 +522,25 @@ static void conn_process(struct nbd_conn *c)
                 conn_close(c, NULL);
                 return;
             }
+            if (c->hs_status == NBD_HS_STARTTLS) {
+                /* The ACK is out.  Anything already received arrived in
+                 * plaintext after STARTTLS: the client must wait for the
+                 * ACK, so it is a confused client or an injection. */
+                if (c->rpos != c->rlen) {
+                    conn_close(c, "plaintext data after NBD_OPT_STARTTLS");
+                    return;
+                }
+                char who[128];
+                snprintf(who, sizeof who, "nbd conn %" PRIu64 " (%s)", c->id, c->peer);
+                c->tio = rv_tlsio_new(c->nf->fe.loop, c->fd, c->nf->opts.tls, who);
+                if (!c->tio) {
+                    conn_close(c, "out of memory for a TLS session");
+                    return;
+                }
+                nbd_hs_tls_started(c->hs);
+                c->hs_status = NBD_HS_CONTINUE;
+                continue;
+            }
             if (c->hs_status == NBD_HS_DONE) {
                 const struct nbd_hs_result *res = &c->hs->result;
                 c->structured = res->structured;
@@ -521,9 +550,11 @@ static void conn_process(struct nbd_conn *c)
                 free(c->hs);
                 c->hs = NULL;
                 c->state = CONN_TRANSMISSION;
-                rv_info("nbd conn %" PRIu64 " (%s): transmission phase%s%s", c->id, c->peer,
+                rv_info("nbd conn %" PRIu64 " (%s): transmission phase%s%s%s%s%s", c->id, c->peer,
                         c->structured ? ", structured replies" : "",
-                        c->base_alloc ? ", base:allocation" : "");
+                        c->base_alloc ? ", base:allocation" : "",
+                        c->tio ? ", TLS, client '" : "", c->tio ? rv_tlsio_peer(c->tio) : "",
+                        c->tio ? "'" : "");
                 break;
             }
             if (c->rpos == c->rlen) {
@@ -652,9 +683,13 @@ static void on_recv(struct rv_op *op, int res)
                 conn_close(c, NULL);
             return;
         }
-        char why[96];
-        snprintf(why, sizeof why, "%s", res == 0 ? "client closed the connection mid-message"
-                                                 : strerror(-res));
+        char why[RV_TLS_ERR_MAX + 16];
+        const char *tls_err = c->tio ? rv_tlsio_error(c->tio) : "";
+        if (tls_err[0])
+            snprintf(why, sizeof why, "TLS: %s", tls_err);
+        else
+            snprintf(why, sizeof why, "%s", res == 0 ? "client closed the connection mid-message"
+                                                     : strerror(-res));
         conn_close(c, why);
         return;
     }
@@ -707,9 +742,17 @@ static void conn_close(struct nbd_conn *c, const char *why)
         rv_info("nbd conn %" PRIu64 " (%s): closed after %" PRIu64 " requests", c->id, c->peer, c->requests);
     c->state = CONN_CLOSING;
     rv_bufpool_cancel_wait(&c->nf->fe.vol->pool, &c->buf_wait);
-    /* Wake any recv/send still in the kernel; their completions free us. */
-    shutdown(c->fd, SHUT_RDWR);
-    if (c->recv_pending || c->send_pending) {
+    bool had_tls = c->tio != NULL;
+    if (c->tio) {
+        /* Completes our pending recv/send with -ECANCELED; frees itself.
+         * A normal end says close_notify first. */
+        rv_tlsio_close(c->tio, why == NULL);
+        c->tio = NULL;
+    } else {
+        /* Wake any recv/send still in the kernel; their completions free us. */
+        shutdown(c->fd, SHUT_RDWR);
+    }
+    if (!had_tls && (c->recv_pending || c->send_pending)) {
         c->cancel_op.fn = conn_cancel_cb;
         struct io_uring_sqe *sqe = rv_loop_sqe(c->nf->fe.loop, &c->cancel_op);
         io_uring_prep_cancel(sqe, c->recv_pending ? (void *)&c->recv_op : (void *)&c->send_op, 0);
@@ -919,7 +962,9 @@ static void stop_all_connections(struct nbd_frontend *nf, const char *why)
             continue;
         }
         c->rx_done = true;
-        if (c->recv_pending) {
+        if (c->recv_pending && c->tio) {
+            rv_tlsio_cancel(c->tio, &c->recv_op);
+        } else if (c->recv_pending) {
             struct io_uring_sqe *sqe = rv_loop_sqe(nf->fe.loop, NULL);
             io_uring_prep_cancel(sqe, &c->recv_op, 0);
         } else if (c->busy == 0 && !c->send_pending) {
@@ -972,6 +1017,8 @@ static void nbd_destroy(struct rv_frontend *fe)
     while (nf->conns) {
         struct nbd_conn *c = nf->conns;
         nf->conns = c->next;
+        if (c->tio)
+            rv_tlsio_close(c->tio, false);
         close(c->fd);
         free(c->hs);
         free(c->rbuf);
@@ -1019,6 +1066,7 @@ int rv_nbd_frontend_create(struct rv_frontend **out, struct rv_volume *vol,
     nf->exp.min_block = 1;
     nf->exp.pref_block = 4096;
     nf->exp.max_block = (uint32_t)vol->max_request;
+    nf->exp.tls = opts->tls ? opts->tls_mode : NBD_HS_TLS_OFF;
     /* Multi-conn is safe: FLUSH is fdatasync of the whole image, so it
      * covers writes completed on every connection. */
     nf->exp.tflags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |

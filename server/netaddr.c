@@ -1,6 +1,8 @@
 /* netaddr.c - addresses and listening sockets (see include/repvol/netaddr.h). */
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -37,6 +39,48 @@ int rv_parse_hostport(const char *spec, struct sockaddr_storage *ss, socklen_t *
     *len = ai->ai_addrlen;
     freeaddrinfo(ai);
     return 0;
+}
+
+int rv_hostport_is_loopback(const char *spec)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char host[256];
+    rv_hostport_host(spec, host, sizeof host);
+    if (!host[0])
+        return 0;               /* all interfaces */
+    if (rv_parse_hostport(spec, &ss, &len, false) < 0)
+        return -EINVAL;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
+        return (ntohl(sin->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&ss;
+        if (IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr))
+            return 1;
+        return IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr) && s6->sin6_addr.s6_addr[12] == 127;
+    }
+    return 0;
+}
+
+void rv_hostport_host(const char *spec, char *out, size_t len)
+{
+    char host[256];
+    snprintf(host, sizeof host, "%s", spec);
+    if (!strncmp(host, "tcp:", 4))
+        memmove(host, host + 4, strlen(host + 4) + 1);
+    char *colon = strrchr(host, ':');
+    if (colon)
+        *colon = '\0';
+    char *h = host;
+    if (*h == '[') {
+        h++;
+        char *rb = strchr(h, ']');
+        if (rb)
+            *rb = '\0';
+    }
+    snprintf(out, len, "%s", h);
 }
 
 int rv_listen_tcp(const char *spec, int backlog, const char *what)

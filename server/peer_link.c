@@ -34,6 +34,7 @@
 #include "repvol/repl_proto.h"
 #include "repvol/resync.h"
 #include "repvol/sync_decide.h"
+#include "repvol/tlsio.h"
 #include "repvol/util.h"
 #include "repvol/verify.h"
 #include "repvol/volume.h"
@@ -146,7 +147,7 @@ struct rv_peer {
     void *shutdown_arg;
     unsigned conns_alive;
     char last_refusal[RV_REPL_REFUSE_MSG_MAX + RV_REPL_MSG_LEN + 128];
-    char last_error[160];               /* why the link last went down */
+    char last_error[320];               /* why the link last went down */
     struct rv_resync *rs;
     struct rv_verify *vf;
     bool planned_close;                 /* role change: not a loss */
@@ -1161,9 +1162,28 @@ static void pc_on_input(struct rv_sockconn *sc)
 static void pc_on_eof(struct rv_sockconn *sc, int err)
 {
     struct peer_conn *pc = RV_CONTAINER_OF(sc, struct peer_conn, sc);
-    char why[96];
-    snprintf(why, sizeof why, "%s", err == 0 ? "peer closed the connection" : strerror(-err));
+    char why[RV_TLS_ERR_MAX + 16];
+    const char *tls_err = sc->tio ? rv_tlsio_error(sc->tio) : "";
+    if (tls_err[0])
+        snprintf(why, sizeof why, "TLS: %s", tls_err);
+    else
+        snprintf(why, sizeof why, "%s", err == 0 ? "peer closed the connection" : strerror(-err));
     pc_close(pc, why);
+}
+
+/* TLS, when configured, runs before the HELLO: nothing of ours, not even
+ * the volume's identity, goes out to an unauthenticated peer. */
+static int pc_start_tls(struct peer_conn *pc, struct rv_tls_ctx *ctx)
+{
+    if (!ctx)
+        return 0;
+    char who[256];
+    snprintf(who, sizeof who, "volume %s: peer link %s %s", pc->p->v->meta.name,
+             pc->outgoing ? "to" : "from", pc->addr);
+    int r = rv_sockconn_start_tls(&pc->sc, ctx, who);
+    if (r < 0)
+        rv_err("%s: cannot start TLS: %s", who, strerror(-r));
+    return r;
 }
 
 /* ------------------------------------------------------------ lifetime */
@@ -1249,6 +1269,8 @@ static void pc_close(struct peer_conn *pc, const char *why)
         rv_volume_peer_lost(p->v);
     } else if (why) {
         rv_warn("volume %s: peer connection %s closed: %s", p->v->meta.name, pc->addr, why);
+        snprintf(p->last_error, sizeof p->last_error, "connection %s %s closed before replicating: %s",
+                 pc->outgoing ? "to" : "from", pc->addr, why);
     }
     rv_sockconn_close(&pc->sc, -ENOTCONN);
 }
@@ -1310,6 +1332,11 @@ static void on_connect(struct rv_op *op, int res)
     tune_socket(pc->sc.fd);
     pc->state = PC_HELLO;
     set_state(p, RV_PEER_HANDSHAKE);
+    pc->last_rx_ns = rv_now_ns();       /* the handshake timeout runs from here */
+    if (pc_start_tls(pc, p->o.tls_client) < 0) {
+        pc_close(pc, "cannot start TLS");
+        return;
+    }
     send_hello(pc);
     rv_sockconn_read(&pc->sc);
 }
@@ -1365,6 +1392,9 @@ static void on_accept(struct rv_op *op, int res)
         struct peer_conn *pc = pc_new(p, res, false, addr);
         if (!pc) {
             close(res);
+        } else if (pc_start_tls(pc, p->o.tls_server) < 0) {
+            pc->state = PC_HELLO;
+            pc_close(pc, "cannot start TLS");
         } else if (p->conn) {
             /* One peer connection at a time. */
             pc->state = PC_HELLO;
@@ -1805,6 +1835,10 @@ void rv_peer_status(const struct rv_peer *p, bool json, struct rv_strbuf *out)
         rv_sb_json_str(out, p->last_refusal);
         rv_sb_printf(out, ",\"last_error\":");
         rv_sb_json_str(out, p->last_error);
+        rv_sb_printf(out, ",\"tls\":");
+        rv_sb_json_str(out, p->o.tls_desc ? p->o.tls_desc : "off");
+        rv_sb_printf(out, ",\"tls_peer\":");
+        rv_sb_json_str(out, pc && pc->sc.tio && pc->state == PC_CONNECTED ? rv_tlsio_peer(pc->sc.tio) : "");
         rv_sb_printf(out, ",\"sync\":");
         rv_resync_status(p->rs, true, out);
         rv_sb_printf(out, ",\"verify\":");
@@ -1826,6 +1860,13 @@ void rv_peer_status(const struct rv_peer *p, bool json, struct rv_strbuf *out)
                  " acks, %" PRIu64 " nacks, %" PRIu64 " connects, %" PRIu64 " disconnects\n",
                  rv_repl_mode_name(p->o.mode), inflight, rv_format_size(p->bytes_replicated, rep, sizeof rep),
                  p->frames_sent, p->acks, p->nacks, p->connects, p->disconnects);
+    if (p->o.tls_desc)
+        rv_sb_printf(out, "link:        TLS 1.3 (%s)%s%s%s\n", p->o.tls_desc,
+                     pc && pc->sc.tio && pc->state == PC_CONNECTED ? ", peer authenticated as '" : "",
+                     pc && pc->sc.tio && pc->state == PC_CONNECTED ? rv_tlsio_peer(pc->sc.tio) : "",
+                     pc && pc->sc.tio && pc->state == PC_CONNECTED ? "'" : "");
+    else
+        rv_sb_printf(out, "link:        plain TCP (no TLS)\n");
     rv_resync_status(p->rs, false, out);
     rv_verify_status(p->vf, false, out);
     if (p->last_refusal[0])

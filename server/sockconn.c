@@ -6,6 +6,7 @@
 
 #include "repvol/log.h"
 #include "repvol/sockconn.h"
+#include "repvol/tlsio.h"
 #include "repvol/util.h"
 
 static void sc_kick_send(struct rv_sockconn *sc);
@@ -64,9 +65,19 @@ void rv_sockconn_fini(struct rv_sockconn *sc)
 {
     free(sc->rbuf);
     sc->rbuf = NULL;
+    if (sc->tio) {              /* never started, or closed already */
+        rv_tlsio_close(sc->tio, false);
+        sc->tio = NULL;
+    }
     if (sc->fd >= 0)
         close(sc->fd);
     sc->fd = -1;
+}
+
+int rv_sockconn_start_tls(struct rv_sockconn *sc, struct rv_tls_ctx *ctx, const char *who)
+{
+    sc->tio = rv_tlsio_new(sc->loop, sc->fd, ctx, who);
+    return sc->tio ? 0 : -ENOMEM;
 }
 
 static void sc_on_recv(struct rv_op *op, int res)
@@ -110,12 +121,20 @@ static void sc_issue_recv(struct rv_sockconn *sc)
     if (sc->recv_pending || sc->closing)
         return;
     sc->recv_op.fn = sc_on_recv;
-    struct io_uring_sqe *sqe = rv_loop_sqe(sc->loop, &sc->recv_op);
-    if (sc->direct)
-        io_uring_prep_recv(sqe, sc->fd, (uint8_t *)sc->direct + sc->direct_have,
-                           sc->direct_len - sc->direct_have, MSG_WAITALL);
-    else
-        io_uring_prep_recv(sqe, sc->fd, sc->rbuf + sc->rlen, sc->rcap - sc->rlen, 0);
+    if (sc->tio) {
+        if (sc->direct)
+            rv_tlsio_recv(sc->tio, &sc->recv_op, (uint8_t *)sc->direct + sc->direct_have,
+                          sc->direct_len - sc->direct_have, true);
+        else
+            rv_tlsio_recv(sc->tio, &sc->recv_op, sc->rbuf + sc->rlen, sc->rcap - sc->rlen, false);
+    } else {
+        struct io_uring_sqe *sqe = rv_loop_sqe(sc->loop, &sc->recv_op);
+        if (sc->direct)
+            io_uring_prep_recv(sqe, sc->fd, (uint8_t *)sc->direct + sc->direct_have,
+                               sc->direct_len - sc->direct_have, MSG_WAITALL);
+        else
+            io_uring_prep_recv(sqe, sc->fd, sc->rbuf + sc->rlen, sc->rcap - sc->rlen, 0);
+    }
     sc->recv_pending = true;
     sc->ops_pending++;
 }
@@ -223,8 +242,12 @@ static void sc_kick_send(struct rv_sockconn *sc)
     sc->msg.msg_iov = sc->iov;
     sc->msg.msg_iovlen = n;
     sc->send_op.fn = sc_on_send;
-    struct io_uring_sqe *sqe = rv_loop_sqe(sc->loop, &sc->send_op);
-    io_uring_prep_sendmsg(sqe, sc->fd, &sc->msg, MSG_NOSIGNAL);
+    if (sc->tio) {
+        rv_tlsio_sendmsg(sc->tio, &sc->send_op, &sc->msg);
+    } else {
+        struct io_uring_sqe *sqe = rv_loop_sqe(sc->loop, &sc->send_op);
+        io_uring_prep_sendmsg(sqe, sc->fd, &sc->msg, MSG_NOSIGNAL);
+    }
     sc->send_pending = true;
     sc->ops_pending++;
 }
@@ -249,6 +272,15 @@ void rv_sockconn_close(struct rv_sockconn *sc, int err)
     sc->closing = true;
     sc->reading = false;
     sc->close_err = err ? err : -ECONNRESET;
+    if (sc->tio) {
+        /* Completes our pending recv/send with -ECANCELED; it frees itself. */
+        rv_tlsio_close(sc->tio, false);
+        sc->tio = NULL;
+        if (!sc->send_pending)
+            sc_fail_queue(sc);
+        sc_maybe_closed(sc);
+        return;
+    }
     /* Wake whatever the kernel is doing on this socket. */
     shutdown(sc->fd, SHUT_RDWR);
     if (sc->recv_pending) {

@@ -66,10 +66,21 @@ struct tls_buf {
 
 enum tls_state { ST_HANDSHAKE, ST_OPEN, ST_FAILED };
 
+/* Ciphertext to send: a ring allocated with the session, so that a chunk
+ * handed out by rv_tls_get_ciphertext() stays put while the socket sends
+ * from it, however much more OpenSSL appends meanwhile (no copy, no
+ * allocation per record). */
+#define OUT_RING_SIZE RV_TLS_OUT_HARD
+struct out_ring {
+    unsigned char *p;
+    size_t head, len;           /* pending bytes start at head, wrapping */
+};
+
 struct rv_tls {
     struct rv_tls_ctx *ctx;
     SSL *ssl;
-    struct tls_buf in, out;
+    struct tls_buf in;
+    struct out_ring out;
     enum tls_state state;
     int fail_err;
     bool peer_closed, we_closed;
@@ -186,9 +197,10 @@ static int bio_write_ex(BIO *b, const char *data, size_t n, size_t *written)
         t->out_overflow = true;
         return 0;
     }
-    if (buf_reserve(&t->out, n) < 0)
-        return 0;
-    memcpy(t->out.p + t->out.off + t->out.len, data, n);
+    size_t tail = (t->out.head + t->out.len) % OUT_RING_SIZE;
+    size_t first = n < OUT_RING_SIZE - tail ? n : OUT_RING_SIZE - tail;
+    memcpy(t->out.p + tail, data, first);
+    memcpy(t->out.p, data + first, n - first);
     t->out.len += n;
     *written = n;
     return 1;
@@ -748,10 +760,6 @@ int rv_tls_ctx_new(const struct rv_tls_config *cfg, struct rv_tls_ctx **out, cha
             msgf(msg, msglen, "TLS with pre-shared keys needs a PSK file");
             return -EINVAL;
         }
-        if (!cfg->server && (!cfg->psk_identity || !*cfg->psk_identity)) {
-            msgf(msg, msglen, "a TLS-PSK client needs an identity (a user name in %s)", cfg->psk_file);
-            return -EINVAL;
-        }
         if (cfg->psk_identity && (!*cfg->psk_identity || strlen(cfg->psk_identity) > PSK_ID_MAX)) {
             msgf(msg, msglen, "PSK identity must be 1 to %d bytes", PSK_ID_MAX);
             return -EINVAL;
@@ -858,6 +866,12 @@ struct rv_tls *rv_tls_new(struct rv_tls_ctx *ctx)
         free(t);
         return NULL;
     }
+    t->out.p = malloc(OUT_RING_SIZE);
+    if (!t->out.p) {
+        SSL_free(t->ssl);
+        free(t);
+        return NULL;
+    }
     atomic_fetch_add(&ctx->refs, 1);
     t->ctx = ctx;
     return t;
@@ -869,7 +883,7 @@ void rv_tls_free(struct rv_tls *t)
         return;
     SSL_free(t->ssl);
     buf_free(&t->in);
-    buf_free(&t->out);
+    free(t->out.p);
     ctx_release(t->ctx);
     free(t);
 }
@@ -891,13 +905,23 @@ ssize_t rv_tls_put_ciphertext(struct rv_tls *t, const void *in, size_t n)
 
 size_t rv_tls_get_ciphertext(struct rv_tls *t, const void **ptr)
 {
-    *ptr = t->out.len ? t->out.p + t->out.off : NULL;
-    return t->out.len;
+    if (!t->out.len) {
+        *ptr = NULL;
+        return 0;
+    }
+    *ptr = t->out.p + t->out.head;
+    size_t to_end = OUT_RING_SIZE - t->out.head;
+    return t->out.len < to_end ? t->out.len : to_end;
 }
 
 void rv_tls_ciphertext_consumed(struct rv_tls *t, size_t n)
 {
-    buf_consume(&t->out, n);
+    if (n > t->out.len)
+        n = t->out.len;
+    t->out.head = (t->out.head + n) % OUT_RING_SIZE;
+    t->out.len -= n;
+    if (t->out.len == 0)
+        t->out.head = 0;    /* next chunk starts contiguous */
 }
 
 size_t rv_tls_ciphertext_pending(const struct rv_tls *t)

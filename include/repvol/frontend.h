@@ -10,6 +10,9 @@
 #include <stdbool.h>
 #include "repvol/loop.h"
 #include "repvol/volume.h"
+#include "repvol/nbd_handshake.h"
+
+struct rv_tls_ctx;
 
 struct rv_frontend;
 
@@ -46,6 +49,10 @@ struct rv_nbd_opts {
     const char *export_name;    /* name announced by NBD_OPT_LIST (default: the volume name) */
     unsigned max_connections;
     unsigned max_inflight;      /* requests in flight per connection */
+    /* NBD_OPT_STARTTLS: a server context (tls.h), and whether TLS is
+     * offered (NBD_HS_TLS_ON) or required (NBD_HS_TLS_REQUIRE). */
+    struct rv_tls_ctx *tls;
+    enum nbd_hs_tls tls_mode;
 };
 int rv_nbd_frontend_create(struct rv_frontend **out, struct rv_volume *vol,
                            struct rv_loop *loop, const struct rv_nbd_opts *opts);

@@ -17,6 +17,12 @@
  *                    transmission phase (request headers): keep them.
  *   NBD_HS_CLOSE     send pending output (e.g. the ACK to NBD_OPT_ABORT),
  *                    then close.  hs.close_reason says why, for the log.
+ *   NBD_HS_STARTTLS  send pending output (the ACK to NBD_OPT_STARTTLS), then
+ *                    run the TLS handshake and call nbd_hs_tls_started();
+ *                    the options continue inside TLS.  Bytes after `used`
+ *                    arrived in plaintext after STARTTLS: a client must not
+ *                    send any (and they could be an attacker's injection), so
+ *                    the driver closes if there are any.
  *
  * Once DONE or CLOSE, further calls return the same status and consume
  * nothing.  The machine never allocates; struct nbd_hs is about 33 KiB, so
@@ -62,12 +68,16 @@ struct nbd_hs_export {
      * is a replication secondary).  GO/INFO are answered
      * NBD_REP_ERR_UNKNOWN with this text; EXPORT_NAME closes. */
     const char *unavailable;
+    /* NBD_OPT_STARTTLS policy (the spec's NOTLS / FORCEDTLS modes, and
+     * optional TLS in between, like nbdkit --tls=off|on|require). */
+    enum nbd_hs_tls { NBD_HS_TLS_OFF, NBD_HS_TLS_ON, NBD_HS_TLS_REQUIRE } tls;
 };
 
 enum nbd_hs_status {
     NBD_HS_CONTINUE,
     NBD_HS_DONE,
     NBD_HS_CLOSE,
+    NBD_HS_STARTTLS,
 };
 
 /* What was negotiated; complete when nbd_hs_feed returns NBD_HS_DONE. */
@@ -88,6 +98,7 @@ enum nbd_hs_state {
     NBD_HS_ST_OPT_HEADER,       /* waiting for IHAVEOPT, option, length */
     NBD_HS_ST_OPT_DATA,         /* buffering opt_len bytes of option data */
     NBD_HS_ST_OPT_DISCARD,      /* skipping the data of an oversized option */
+    NBD_HS_ST_STARTTLS,         /* STARTTLS acknowledged: waiting for the driver */
     NBD_HS_ST_DONE,
     NBD_HS_ST_CLOSED,
 };
@@ -97,6 +108,7 @@ struct nbd_hs {
     struct nbd_hs_result result;
     const char *close_reason;   /* static string, set with NBD_HS_CLOSE */
     unsigned options;           /* option requests seen */
+    bool tls_active;            /* the options now run inside TLS */
 
     /* Private to nbd_handshake.c. */
     const struct nbd_hs_export *exp;    /* borrowed: must outlive the handshake */
@@ -118,6 +130,10 @@ void nbd_hs_init(struct nbd_hs *hs, const struct nbd_hs_export *exp);
  * *consumed is set to how many bytes of in were used. */
 enum nbd_hs_status nbd_hs_feed(struct nbd_hs *hs, const uint8_t *in, size_t len,
                                size_t *consumed);
+
+/* After NBD_HS_STARTTLS: the TLS session is up (its handshake may still be
+ * running underneath); options continue. */
+void nbd_hs_tls_started(struct nbd_hs *hs);
 
 /* Pending output (NULL and *len 0 when there is none). */
 const uint8_t *nbd_hs_output(const struct nbd_hs *hs, size_t *len);

@@ -13,6 +13,14 @@
  * 0 or -EINVAL. */
 int rv_parse_hostport(const char *spec, struct sockaddr_storage *ss, socklen_t *len, bool passive);
 
+/* Does HOST:PORT (or tcp:HOST:PORT) stay on this machine: 127.0.0.0/8 or
+ * ::1 (also as ::ffff:127.x)?  An empty host ("any") is not loopback.
+ * 1, 0, or -EINVAL when it does not resolve. */
+int rv_hostport_is_loopback(const char *spec);
+
+/* The HOST part of HOST:PORT / [V6]:PORT into out (brackets removed). */
+void rv_hostport_host(const char *spec, char *out, size_t len);
+
 /* A listening TCP socket (SO_REUSEADDR, CLOEXEC) on HOST:PORT.  Returns
  * the fd or -errno; logs the reason with `what` as context. */
 int rv_listen_tcp(const char *spec, int backlog, const char *what);

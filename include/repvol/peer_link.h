@@ -22,6 +22,8 @@
 #include "repvol/strbuf.h"
 #include "repvol/sync_decide.h"
 
+struct rv_tls_ctx;
+
 struct rv_volume;
 struct rv_req;
 struct rv_loop;
@@ -69,6 +71,10 @@ struct rv_peer_opts {
     bool checksum_resync;       /* full syncs compare digests, send only what differs */
     enum rv_sb_policy sb_policy;
     const char *fence_handler;  /* run when a mode-C primary loses its peer */
+    /* TLS on the link (tls.h), or NULL for plain TCP: the dialer is the TLS
+     * client, the acceptor the server; both authenticate each other. */
+    struct rv_tls_ctx *tls_client, *tls_server;
+    const char *tls_desc;       /* for status: "PSK", "X.509", NULL = off */
 };
 
 int rv_peer_create(struct rv_peer **out, struct rv_volume *v, struct rv_loop *loop,

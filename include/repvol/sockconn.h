@@ -23,6 +23,9 @@
 #include <sys/socket.h>
 #include "repvol/loop.h"
 
+struct rv_tls_ctx;
+struct rv_tlsio;
+
 #define RV_SOCKCONN_IOV_MAX 64
 #define RV_SENDQ_HDR_MAX    64
 
@@ -72,7 +75,8 @@ struct rv_sockconn {
     bool final_scheduled;
     unsigned ops_pending;
     int close_err;
-    uint64_t bytes_in, bytes_out;
+    uint64_t bytes_in, bytes_out;   /* plaintext when TLS is on */
+    struct rv_tlsio *tio;       /* TLS session, or NULL for a plain socket */
 };
 
 /* Set up on an open, connected socket (takes ownership of fd) with an input
@@ -81,6 +85,11 @@ int rv_sockconn_init(struct rv_sockconn *sc, struct rv_loop *loop, int fd, uint3
                      const struct rv_sockconn_ops *ops);
 /* Free the input buffer (only after on_closed, or if never started). */
 void rv_sockconn_fini(struct rv_sockconn *sc);
+
+/* Run the connection over TLS (tlsio.h) in the context's role: call
+ * before the first read or send; the handshake runs underneath the first
+ * operations.  who names the connection in logs.  0 or -ENOMEM. */
+int rv_sockconn_start_tls(struct rv_sockconn *sc, struct rv_tls_ctx *ctx, const char *who);
 
 /* Want input: makes sure a recv is in flight (compacting the buffer). */
 void rv_sockconn_read(struct rv_sockconn *sc);

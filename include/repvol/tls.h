@@ -24,7 +24,7 @@
  *  - RV_TLS_PSK: TLS 1.3 external PSK with SHA-256 (what GnuTLS, hence
  *    nbdkit and libnbd, use), (EC)DHE key exchange required.  psk_file holds
  *    "identity:hexkey" lines as written by psktool(1) ("#hexidentity:hexkey"
- *    too); keys of 16 to 512 bytes.  A client sends psk_identity; a server
+ *    too); keys of 16 to 512 bytes.  A client sends psk_identity (default: the file's first); a server
  *    accepts any identity in the file, or only psk_identity if set.
  *  - RV_TLS_X509: mutual certificate authentication in the nbdkit/qemu
  *    directory layout: x509_dir/ca-cert.pem, server-cert.pem +
@@ -84,7 +84,8 @@ void rv_tls_free(struct rv_tls *t);
 ssize_t rv_tls_put_ciphertext(struct rv_tls *t, const void *in, size_t n);
 
 /* Ciphertext to send: *ptr and the length of one contiguous chunk (0: none).
- * The chunk stays valid until the next call on the session. */
+ * The bytes stay in place until reported consumed, whatever other calls are
+ * made meanwhile (a socket send may run from them). */
 size_t rv_tls_get_ciphertext(struct rv_tls *t, const void **ptr);
 /* n bytes of that chunk were sent. */
 void rv_tls_ciphertext_consumed(struct rv_tls *t, size_t n);

@@ -23,6 +23,8 @@
 #                                       resync progress (see below)
 #   status_field N EXPR                 EXPR over d = node N's status JSON
 #   nbd_write URI OFFSET FILE           write FILE at OFFSET (python3-libnbd), flush
+#   REPL_SECURITY                       daemon options for the link's security
+#                                       (default --insecure: plain TCP)
 #   NODE_PID[N] NODE_LOG[N] NODE_CTL[N] NODE_SOCK[N] NODE_URI[N] NODE_NS[N]
 
 declare -A NODE_PID=() NODE_LOG=() NODE_CTL=() NODE_SOCK=() NODE_URI=() NODE_NS=() NODE_ADDR=() REPL_PORT=()
@@ -101,6 +103,11 @@ node_start() {
     local -a args=(--volume "$img" --node-id "$id" --role "$role" --control "${NODE_CTL[$n]}"
         --repl-listen "${NODE_ADDR[$n]}:${REPL_PORT[$n]}" --peer "${NODE_ADDR[$o]}:${REPL_PORT[$o]}"
         --listen "unix:${NODE_SOCK[$n]}" --no-mlock)
+    # The link runs between namespaces (not loopback): plain TCP needs
+    # --insecure; REPL_SECURITY="--repl-tls-psk FILE ..." runs it over TLS.
+    local -a sec=()
+    read -r -a sec <<<"${REPL_SECURITY:---insecure}"
+    args+=("${sec[@]}")
     info "node $n: ${wrapper[*]} $REPVOLD ${args[*]} ${extra[*]} $*"
     _e2e_daemon_logs+=("${NODE_LOG[$n]}")
     # Not through a shell function: $! must be the daemon itself.
