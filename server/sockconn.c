@@ -273,8 +273,10 @@ void rv_sockconn_close(struct rv_sockconn *sc, int err)
     sc->reading = false;
     sc->close_err = err ? err : -ECONNRESET;
     if (sc->tio) {
-        /* Completes our pending recv/send with -ECANCELED; it frees itself. */
-        rv_tlsio_close(sc->tio, false);
+        /* Completes our pending recv/send with -ECANCELED; it frees itself.
+         * close_notify (best effort): what we sent is complete, so the
+         * peer may tell our deliberate close from a cut connection. */
+        rv_tlsio_close(sc->tio, true);
         sc->tio = NULL;
         if (!sc->send_pending)
             sc_fail_queue(sc);

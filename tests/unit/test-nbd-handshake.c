@@ -790,6 +790,126 @@ static void test_unknown_options(void)
     s_free(&s);
 }
 
+/* FORCEDTLS: before STARTTLS everything but ABORT is TLS_REQD; EXPORT_NAME
+ * (which cannot carry an error) closes. */
+static void test_tls_required(void)
+{
+    struct nbd_hs_export exp = test_exp;
+    exp.tls = NBD_HS_TLS_REQUIRE;
+    struct stream s;
+    struct run r;
+    struct optrep rep[16];
+    const char *q[] = { "base:allocation" };
+
+    s_start(&s);
+    s_opt(&s, NBD_OPT_LIST, NULL, 0);
+    s_go(&s, NBD_OPT_INFO, "", NULL, 0);
+    s_opt(&s, NBD_OPT_STRUCTURED_REPLY, NULL, 0);
+    s_meta(&s, NBD_OPT_SET_META_CONTEXT, "", q, 1);
+    s_go(&s, NBD_OPT_GO, "vol0", NULL, 0);
+    s_opt(&s, NBD_OPT_EXPORT_NAME, "vol0", 4);
+    run_ex(&exp, s.b, s.len, 0, &r);
+    CU_ASSERT_EQUAL(r.st, NBD_HS_CLOSE);
+    CU_ASSERT_PTR_NOT_NULL(r.close_reason);
+    size_t rest, n = parse_replies(&r, rep, 16, &rest);
+    CU_ASSERT_EQUAL_FATAL(n, 5);
+    for (size_t i = 0; i < n; i++)
+        CU_ASSERT_EQUAL(rep[i].type, NBD_REP_ERR_TLS_REQD);
+    CU_ASSERT_EQUAL(rest, r.out_len);           /* no export data leaked */
+    CU_ASSERT(!r.result.structured);
+    run_free(&r);
+    s_free(&s);
+
+    /* ABORT still works. */
+    s_start(&s);
+    s_opt(&s, NBD_OPT_ABORT, NULL, 0);
+    run_ex(&exp, s.b, s.len, 0, &r);
+    CU_ASSERT_EQUAL(r.st, NBD_HS_CLOSE);
+    n = parse_replies(&r, rep, 16, NULL);
+    CU_ASSERT_EQUAL_FATAL(n, 1);
+    CU_ASSERT(rep_is(&rep[0], NBD_OPT_ABORT, NBD_REP_ACK));
+    run_free(&r);
+    s_free(&s);
+}
+
+/* STARTTLS is acknowledged, stops the machine until the driver has TLS up
+ * (bytes after it are not consumed: the driver must refuse them), forgets
+ * what was negotiated before, and is INVALID once TLS is active. */
+static void test_starttls(void)
+{
+    for (int mode = NBD_HS_TLS_ON; mode <= NBD_HS_TLS_REQUIRE; mode++) {
+        struct nbd_hs_export exp = test_exp;
+        exp.tls = (enum nbd_hs_tls)mode;
+        struct nbd_hs *hs = malloc(sizeof *hs);
+        struct run r;
+        struct optrep rep[16];
+        struct stream s;
+        size_t used;
+
+        memset(&r, 0, sizeof r);
+        nbd_hs_init(hs, &exp);
+        drain(hs, &r);
+        s_start(&s);
+        if (mode == NBD_HS_TLS_ON)
+            s_opt(&s, NBD_OPT_STRUCTURED_REPLY, NULL, 0);   /* allowed in plaintext, then forgotten */
+        s_opt(&s, NBD_OPT_STARTTLS, NULL, 0);
+        size_t before = s.len;
+        s_opt(&s, NBD_OPT_LIST, NULL, 0);                   /* "injected" plaintext */
+        CU_ASSERT_EQUAL(nbd_hs_feed(hs, s.b, s.len, &used), NBD_HS_STARTTLS);
+        CU_ASSERT_EQUAL(used, before);
+        drain(hs, &r);
+        CU_ASSERT_EQUAL(nbd_hs_feed(hs, s.b + used, s.len - used, &used), NBD_HS_STARTTLS);
+        CU_ASSERT_EQUAL(used, 0);
+        CU_ASSERT(!hs->result.structured);
+        size_t n = parse_replies(&r, rep, 16, NULL);
+        CU_ASSERT_EQUAL_FATAL(n, mode == NBD_HS_TLS_ON ? 2 : 1);
+        CU_ASSERT(rep_is(&rep[n - 1], NBD_OPT_STARTTLS, NBD_REP_ACK));
+        CU_ASSERT_EQUAL(rep[n - 1].len, 0);
+        s_free(&s);
+
+        /* Inside TLS: a second STARTTLS is INVALID; GO works. */
+        nbd_hs_tls_started(hs);
+        CU_ASSERT(hs->tls_active);
+        s_init(&s);
+        s_opt(&s, NBD_OPT_STARTTLS, NULL, 0);
+        s_opt(&s, NBD_OPT_STRUCTURED_REPLY, NULL, 0);
+        s_go(&s, NBD_OPT_GO, "vol0", NULL, 0);
+        size_t off = 0;
+        enum nbd_hs_status st = NBD_HS_CONTINUE;
+        for (int i = 0; i < 100 && st == NBD_HS_CONTINUE && off < s.len; i++) {
+            st = nbd_hs_feed(hs, s.b + off, s.len - off, &used);
+            off += used;
+            drain(hs, &r);
+        }
+        CU_ASSERT_EQUAL(st, NBD_HS_DONE);
+        CU_ASSERT(hs->result.structured);
+        n = parse_replies(&r, rep, 16, NULL);
+        size_t base = mode == NBD_HS_TLS_ON ? 2 : 1;
+        CU_ASSERT_FATAL(n >= base + 3);
+        CU_ASSERT(rep_is(&rep[base], NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID));
+        CU_ASSERT(rep_is(&rep[base + 1], NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK));
+        CU_ASSERT(rep_is(&rep[n - 1], NBD_OPT_GO, NBD_REP_ACK));
+        s_free(&s);
+        free(r.out);
+        free(hs);
+    }
+}
+
+/* --tls on: plaintext clients are still served. */
+static void test_tls_optional_plaintext(void)
+{
+    struct nbd_hs_export exp = test_exp;
+    exp.tls = NBD_HS_TLS_ON;
+    struct stream s;
+    struct run r;
+    s_start(&s);
+    s_go(&s, NBD_OPT_GO, "vol0", NULL, 0);
+    run_ex(&exp, s.b, s.len, 0, &r);
+    CU_ASSERT_EQUAL(r.st, NBD_HS_DONE);
+    run_free(&r);
+    s_free(&s);
+}
+
 static void test_oversized_option(void)
 {
     struct stream s;
@@ -1224,6 +1344,9 @@ int main(void)
         { "META_CONTEXT malformed", test_meta_malformed },
         { "LIST_META_CONTEXT", test_list_meta },
         { "unknown options, STARTTLS", test_unknown_options },
+        { "TLS required: TLS_REQD", test_tls_required },
+        { "STARTTLS acknowledged, state reset, not twice", test_starttls },
+        { "TLS optional: plaintext served", test_tls_optional_plaintext },
         { "oversized option", test_oversized_option },
         { "bad client flags", test_bad_client_flags },
         { "bad option magic", test_bad_option_magic },
