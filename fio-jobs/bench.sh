@@ -41,6 +41,8 @@
 #            over a veth pair; the secondary's image on a tmpfs, so the
 #            numbers show the cost of replication, not of a second disk
 #   repl-disk  the same with the secondary's image on the work dir's disk
+#   repl-tls   as repl, with the link over TLS 1.3 (PSK); not in the default
+#              list: --targets repvold,repl,repl-tls gives the cost of TLS
 #   The replicated targets need root (namespaces, tmpfs).  With them, the
 #   link's round-trip time for 4 KiB each way is measured too, and a
 #   summary compares them with repvold: 4k randwrite QD32 IOPS ratio, QD1
@@ -633,7 +635,7 @@ target_repl_prepare() {
     repl_tmpfs_setup
     repl_prepare "$REPL_TMPFS/repl-b.img"
 }
-target_repl_start() { repl_start "$1"; }
+target_repl_start() { REPL_SECURITY=--insecure repl_start "$1"; }
 target_repl_check() { repl_check; }
 target_repl_stop() { repl_stop; }
 
@@ -641,12 +643,26 @@ target_repl-disk_describe() {
     echo "repvold --cache $1, replicating (mode C) over veth to a secondary (--cache $1) whose image is on the same disk"
 }
 target_repl-disk_prepare() { repl_prepare "$DIR/repl-b.img"; }
-target_repl-disk_start() { repl_start "$1"; }
+target_repl-disk_start() { REPL_SECURITY=--insecure repl_start "$1"; }
 target_repl-disk_check() { repl_check; }
 target_repl-disk_stop() { repl_stop; }
 
+# repl-tls: as repl, the link over TLS 1.3 with a pre-shared key (the
+# summary then also compares it with repl: the cost of TLS).
+target_repl-tls_describe() {
+    echo "as repl, the replication link over TLS 1.3 (PSK, AES-128-GCM)"
+}
+target_repl-tls_prepare() {
+    repl_tmpfs_setup
+    repl_prepare "$REPL_TMPFS/repl-b.img"
+    (umask 077 && echo "bench:$(openssl rand -hex 32)" >"$DIR/bench.psk") || die "cannot write $DIR/bench.psk"
+}
+target_repl-tls_start() { REPL_SECURITY="--repl-tls-psk $DIR/bench.psk" repl_start "$1"; }
+target_repl-tls_check() { repl_check; }
+target_repl-tls_stop() { repl_stop; }
+
 for t in "${TARGET_LIST[@]}"; do
-    declare -F "target_${t}_start" >/dev/null || die "unknown target '$t' (known: raw, nbdkit, repvold, repl, repl-disk)"
+    declare -F "target_${t}_start" >/dev/null || die "unknown target '$t' (known: raw, nbdkit, repvold, repl, repl-disk, repl-tls)"
 done
 
 # ------------------------------------------------------------------ cleanup
@@ -924,6 +940,22 @@ for t in targets:
             s = "1M seq write:      n/a (job missing or failed for %s or repvold)" % t
         lines.append(pad + s)
         summary["rows"].append(row)
+# The cost of TLS: repl-tls against repl, same mode.
+if "repl-tls" in targets and "repl" in targets:
+    lines.append("")
+    lines.append("TLS on the replication link (repl-tls vs repl, same cache mode):")
+    summary["tls"] = []
+    for m in modes:
+        row = {"mode": m}
+        for job, key, unit in (("randwrite-4k-qd32", "iops", "IOPS"), ("seqwrite-1m", "mb_s", "MB/s")):
+            a, b = ok("repl-tls", m, job), ok("repl", m, job)
+            if a and b:
+                row[job] = a[key] / b[key]
+                lines.append("  %-9s %-18s %9.1f vs %9.1f %s = %.2fx (TLS costs %.0f%%)" % (
+                    m, job, a[key], b[key], unit, row[job], 100.0 * (1 - row[job])))
+            else:
+                lines.append("  %-9s %-18s n/a" % (m, job))
+        summary["tls"].append(row)
 text = "\n".join(lines) + "\n"
 print(text)
 with open(out + "/table.txt", "a") as f:
