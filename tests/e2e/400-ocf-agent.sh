@@ -73,7 +73,7 @@ for tag in ("longdesc", "shortdesc"):
     assert el is not None and el.get("lang") == "en" and el.text.strip(), tag
 params = {p.get("name"): p for p in root.find("parameters")}
 want = ["volume", "listen", "repl_listen", "peer", "node_id", "nodes", "control", "protocol",
-        "pidfile", "logfile", "repvold", "repvol", "extra_args"]
+        "pidfile", "logfile", "repvold", "repvol", "extra_args", "repl_tls_psk"]
 missing = [w for w in want if w not in params]
 assert not missing, "missing parameters: %s" % missing
 assert params["volume"].get("required") == "1" and params["volume"].get("unique") == "1"
@@ -214,10 +214,13 @@ clean_stop() {   # clean_stop NODE: the daemon's log ends with a clean stop
     }
 }
 
+# The pair's link runs over TLS (repl_tls_psk passed through by the agent).
+(umask 077 && echo "r0:$(openssl rand -hex 32)" >"$TEST_DIR/r0.psk")
 # common_env NODE: parameters every node gets.
 common_env() {
     local n=$1
     printf '%s\n' \
+        "OCF_RESKEY_repl_tls_psk=$TEST_DIR/r0.psk" \
         "OCF_ROOT=$OCF_ROOT" \
         "OCF_RESKEY_listen=unix:$TEST_DIR/$n.sock" \
         "OCF_RESKEY_control=$TEST_DIR/$n.ctl" \
@@ -372,6 +375,7 @@ assert_score A 10000
 expect_rc B monitor 0 OCF_RESKEY_CRM_meta_interval=20000
 assert_score B 10000
 [ "$(status_field B 'd["peer"]["state"]')" = connected ] || fail "node B is not connected"
+[ "$(status_field B 'd["peer"]["tls"], d["peer"]["tls_peer"]')" = "('PSK', 'r0')" ] || fail "node B: the link is not TLS with the r0 key: $(status_field B 'd["peer"]')"
 
 step "the other node cannot be promoted while A is primary"
 expect_rc B promote 1
