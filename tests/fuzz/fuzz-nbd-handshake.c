@@ -11,7 +11,8 @@
  *              bit 4 advertise block sizes, bit 5 which sizes,
  *              bits 6-7 size (1 GiB, 0, UINT64_MAX, 28 KiB)
  *     1     2  transmission flags the server wants to advertise (be16)
- *     3     1  0, or: call nbd_hs_set_shutdown before feed number N
+ *     3     1  bits 0-5: 0, or: call nbd_hs_set_shutdown before feed
+ *              number N; bits 6-7: STARTTLS policy (off, on, require, off)
  *     4     2  seed for chunk and drain sizes; 0 = feed everything at once
  *              and drain everything after each feed
  *     6     1  bits 0-6 drain policy: 0 = drain all; else random partial
@@ -68,6 +69,7 @@ struct client {
     uint32_t last_opt, last_type;       /* last complete reply */
     unsigned replies;
     uint64_t shutdown_mark;             /* output position when shutdown began */
+    bool tls;                           /* STARTTLS done (the driver's TLS is up) */
     uint16_t info_tflags;               /* from the last NBD_INFO_EXPORT */
 };
 
@@ -93,6 +95,17 @@ static void check_reply(struct client *c)
         FUZZ_CHECKF(c->type == NBD_REP_ERR_SHUTDOWN || c->type == NBD_REP_ERR_TOO_BIG ||
                     (c->type == NBD_REP_ACK && c->opt == NBD_OPT_ABORT),
                     "reply %s to %s after shutdown", nbd_rep_name(c->type), nbd_opt_name(c->opt));
+
+    /* FORCEDTLS: before TLS only errors (TLS_REQD, TOO_BIG, SHUTDOWN...)
+     * and the ACKs of STARTTLS and ABORT. */
+    if (c->exp->tls == NBD_HS_TLS_REQUIRE && !c->tls)
+        FUZZ_CHECKF(is_error(c->type) ||
+                    (c->type == NBD_REP_ACK && (c->opt == NBD_OPT_STARTTLS || c->opt == NBD_OPT_ABORT)),
+                    "reply %s to %s before TLS", nbd_rep_name(c->type), nbd_opt_name(c->opt));
+    if (c->type == NBD_REP_ERR_TLS_REQD)
+        FUZZ_CHECK(c->exp->tls == NBD_HS_TLS_REQUIRE && !c->tls);
+    if (c->opt == NBD_OPT_STARTTLS && c->type == NBD_REP_ACK)
+        FUZZ_CHECK(c->exp->tls != NBD_HS_TLS_OFF && !c->tls);
 
     switch (c->type) {
     case NBD_REP_ACK:
@@ -337,7 +350,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     struct nbd_hs_export exp;
     setup_export(&exp, pre);
-    unsigned shutdown_at = pre[3];
+    static const enum nbd_hs_tls tls_modes[4] = { NBD_HS_TLS_OFF, NBD_HS_TLS_ON, NBD_HS_TLS_REQUIRE,
+                                                  NBD_HS_TLS_OFF };
+    exp.tls = tls_modes[pre[3] >> 6];
+    unsigned shutdown_at = pre[3] & 0x3f;
     uint16_t seed = rv_get_be16(pre + 4);
     bool one_shot = seed == 0;
     bool drain_partial = (pre[6] & 0x7f) != 0 && !one_shot;
@@ -392,6 +408,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t after = pending();
         FUZZ_CHECK(hs.options <= NBD_HS_MAX_OPTIONS + 1);
         pos += used;
+        if (st == NBD_HS_STARTTLS) {
+            /* The driver: send the ACK, refuse plaintext that came after
+             * it, else run TLS; the rest of the input is then "decrypted". */
+            FUZZ_CHECK(exp.tls != NBD_HS_TLS_OFF && !hs.tls_active && !shut);
+            FUZZ_CHECK(!hs.result.structured && !hs.result.base_allocation);
+            size_t again = SIZE_MAX;
+            FUZZ_CHECK(nbd_hs_feed(&hs, in + pos, len - pos, &again) == NBD_HS_STARTTLS && again == 0);
+            drain_all(&c);
+            FUZZ_CHECK(c.last_opt == NBD_OPT_STARTTLS && c.last_type == NBD_REP_ACK);
+            if (used < chunk)
+                break;              /* injected plaintext: the driver hangs up */
+            nbd_hs_tls_started(&hs);
+            FUZZ_CHECK(hs.tls_active);
+            c.tls = true;
+            st = NBD_HS_CONTINUE;
+            continue;
+        }
         if (st != NBD_HS_CONTINUE)
             break;
         FUZZ_CHECK(hs.close_reason == NULL);
@@ -444,9 +477,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case NBD_HS_CONTINUE:
         FUZZ_CHECK(hs.close_reason == NULL);
         break;
+    case NBD_HS_STARTTLS:
+        FUZZ_CHECK(hs.close_reason == NULL && exp.tls != NBD_HS_TLS_OFF);
+        break;
     case NBD_HS_DONE:
         FUZZ_CHECK(hs.close_reason == NULL);
         FUZZ_CHECK(!shut && !exp.unavailable);
+        FUZZ_CHECK(exp.tls != NBD_HS_TLS_REQUIRE || hs.tls_active);
         check_done(&exp, in);
         if (hs.result.go) {
             FUZZ_CHECK(c.last_opt == NBD_OPT_GO && c.last_type == NBD_REP_ACK);
