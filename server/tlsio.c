@@ -23,6 +23,8 @@
 /* Ciphertext received per recv; the session holds at most RV_TLS_IN_MAX
  * more, so a connection never buffers more than about 128 KiB of input. */
 #define CIN_SIZE (64u * 1024)
+/* One TLS record of plaintext (see pump_send). */
+#define STAGE_SIZE (16u * 1024)
 
 struct rv_tlsio {
     struct rv_loop *loop;
@@ -52,6 +54,8 @@ struct rv_tlsio {
     bool uwaitall;
     struct rv_op *usend;
     const struct msghdr *umsg;
+    uint8_t *stage;             /* plaintext taken from the owner, not yet encrypted */
+    uint32_t stage_off, stage_len;
 
     struct rv_op pump_op;
     bool pump_scheduled;
@@ -67,6 +71,7 @@ static void maybe_free(struct rv_tlsio *t)
         close(t->fd);
     rv_tls_free(t->tls);
     free(t->cin);
+    free(t->stage);
     free(t);
 }
 
@@ -282,31 +287,70 @@ static bool pump_recv(struct rv_tlsio *t)
     return true;
 }
 
-/* Encrypt as much of the owner's pending sendmsg as the session takes. */
+/* Plaintext is coalesced into full records: a replication frame is a
+ * 40-byte header and its payload, an NBD reply a 16-byte header and data,
+ * and encrypting each iovec as a record of its own would cost a record
+ * (22 bytes, one AEAD call) per header.  Small pieces are staged up to one
+ * record; a large piece meeting an empty stage goes straight from the
+ * owner's buffer. */
+static int flush_stage(struct rv_tlsio *t)
+{
+    while (t->stage_len > 0) {
+        ssize_t w = rv_tls_write(t->tls, t->stage + t->stage_off, t->stage_len);
+        if (w < 0)
+            return (int)w;
+        if (w == 0)
+            return 0;               /* queue full: more after the next send */
+        t->stage_off += (uint32_t)w;
+        t->stage_len -= (uint32_t)w;
+    }
+    t->stage_off = 0;
+    return 0;
+}
+
+/* Take as much of the owner's pending sendmsg as fits. */
 static void pump_send(struct rv_tlsio *t)
 {
     size_t taken = 0;
+    int err = flush_stage(t);
     const struct msghdr *m = t->umsg;
-    for (size_t i = 0; i < m->msg_iovlen; i++) {
+    for (size_t i = 0; i < m->msg_iovlen && !err; i++) {
         const uint8_t *base = m->msg_iov[i].iov_base;
         size_t len = m->msg_iov[i].iov_len, off = 0;
         while (off < len) {
-            ssize_t w = rv_tls_write(t->tls, base + off, len - off);
-            if (w < 0) {
-                fail(t, (int)w);
-                if (!taken)
-                    complete_send(t, t->err);
-                else
-                    complete_send(t, (int)RV_MIN(taken, (size_t)INT32_MAX));
-                return;
+            if (t->stage_len == 0 && len - off >= STAGE_SIZE) {
+                ssize_t w = rv_tls_write(t->tls, base + off, len - off);
+                if (w < 0) {
+                    err = (int)w;
+                    break;
+                }
+                if (w == 0)
+                    goto full;
+                off += (size_t)w;
+                taken += (size_t)w;
+                continue;
             }
-            if (w == 0)
-                goto full;
-            off += (size_t)w;
-            taken += (size_t)w;
+            if (t->stage_off + t->stage_len == STAGE_SIZE) {
+                if ((err = flush_stage(t)) < 0)
+                    break;
+                if (t->stage_len > 0)
+                    goto full;
+            }
+            size_t k = RV_MIN(len - off, (size_t)(STAGE_SIZE - t->stage_off - t->stage_len));
+            memcpy(t->stage + t->stage_off + t->stage_len, base + off, k);
+            t->stage_len += (uint32_t)k;
+            off += k;
+            taken += k;
         }
     }
+    if (!err)
+        err = flush_stage(t);
 full:
+    if (err < 0) {
+        fail(t, err);
+        complete_send(t, taken ? (int)RV_MIN(taken, (size_t)INT32_MAX) : t->err);
+        return;
+    }
     if (taken > 0)
         complete_send(t, (int)RV_MIN(taken, (size_t)INT32_MAX));
 }
@@ -358,8 +402,13 @@ static void pump(struct rv_tlsio *t)
     } else if (t->established) {
         if (t->urecv && pump_recv(t))
             want_input = true;
-        if (t->usend && !t->failed)
+        if (t->usend && !t->failed) {
             pump_send(t);
+        } else if (t->stage_len > 0 && !t->failed) {
+            int e = flush_stage(t);
+            if (e < 0)
+                fail(t, e);
+        }
     }
     if (t->failed) {
         flush_now(t);           /* the alert, so the peer learns why */
@@ -376,13 +425,15 @@ struct rv_tlsio *rv_tlsio_new(struct rv_loop *loop, int fd, struct rv_tls_ctx *c
     if (!t)
         return NULL;
     t->cin = malloc(CIN_SIZE);
+    t->stage = malloc(STAGE_SIZE);
     t->tls = rv_tls_new(ctx);
     t->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (!t->cin || !t->tls || t->fd < 0) {
+    if (!t->cin || !t->stage || !t->tls || t->fd < 0) {
         if (t->fd >= 0)
             close(t->fd);
         rv_tls_free(t->tls);
         free(t->cin);
+        free(t->stage);
         free(t);
         return NULL;
     }
@@ -426,7 +477,8 @@ void rv_tlsio_close(struct rv_tlsio *t, bool graceful)
     if (t->usend)
         complete_send(t, -ECANCELED);
     t->closing = true;
-    if (graceful && t->established && !t->failed && rv_tls_shutdown(t->tls) == 0)
+    if (graceful && t->established && !t->failed && flush_stage(t) == 0 && t->stage_len == 0 &&
+        rv_tls_shutdown(t->tls) == 0)
         flush_now(t);
     shutdown(t->fd, SHUT_RDWR);         /* wakes our pending recv/send */
     maybe_free(t);
