@@ -146,6 +146,13 @@ struct rv_peer {
     void (*shutdown_done)(void *);
     void *shutdown_arg;
     unsigned conns_alive;
+    /* Connections accepted while busy, being told so: bounded in number and
+     * in time, since a caller that never reads (or never finishes a TLS
+     * handshake, before which the refusal cannot go out) must not pin a
+     * descriptor and a connection's memory for ever. */
+#define MAX_REFUSING 8
+    struct peer_conn *refusing[MAX_REFUSING];
+    uint64_t refusing_deadline[MAX_REFUSING];
     char last_refusal[RV_REPL_REFUSE_MSG_MAX + RV_REPL_MSG_LEN + 128];
     char last_error[320];               /* why the link last went down */
     struct rv_resync *rs;
@@ -1191,6 +1198,9 @@ static int pc_start_tls(struct peer_conn *pc, struct rv_tls_ctx *ctx)
 static void pc_free(struct peer_conn *pc)
 {
     struct rv_peer *p = pc->p;
+    for (unsigned i = 0; i < MAX_REFUSING; i++)
+        if (p->refusing[i] == pc)
+            p->refusing[i] = NULL;
     rv_bufpool_cancel_wait(&p->v->pool, &pc->buf_wait);
     rv_sockconn_fini(&pc->sc);
     free(pc->rreqs);
@@ -1398,7 +1408,16 @@ static void on_accept(struct rv_op *op, int res)
         } else if (p->conn) {
             /* One peer connection at a time. */
             pc->state = PC_HELLO;
-            send_refuse(pc, RV_REPL_REFUSE_BUSY, "already connected to a peer");
+            unsigned i = 0;
+            while (i < MAX_REFUSING && p->refusing[i])
+                i++;
+            if (i == MAX_REFUSING) {
+                pc_close(pc, "busy, and already refusing several connections");
+            } else {
+                p->refusing[i] = pc;
+                p->refusing_deadline[i] = rv_now_ns() + (uint64_t)p->o.timeout_ms * 1000000u;
+                send_refuse(pc, RV_REPL_REFUSE_BUSY, "already connected to a peer");
+            }
         } else {
             p->conn = pc;
             set_state(p, RV_PEER_HANDSHAKE);
@@ -1465,6 +1484,12 @@ static void peer_tick(struct rv_op *op, int res)
     } else if (pc && pc->state == PC_HELLO && now - pc->last_rx_ns > timeout) {
         pc_close(pc, "handshake timed out");
     }
+    for (unsigned i = 0; i < MAX_REFUSING; i++)
+        if (p->refusing[i] && now > p->refusing_deadline[i]) {
+            struct peer_conn *r = p->refusing[i];
+            p->refusing[i] = NULL;
+            pc_close(r, "the refusal was not taken in time");
+        }
     /* After a split brain only `repvol connect` dials again: the status
      * keeps saying so instead of flickering through retries. */
     bool want = (p->v->role == RV_ROLE_PRIMARY && p->state != RV_PEER_SPLIT_BRAIN) ||

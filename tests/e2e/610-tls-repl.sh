@@ -36,8 +36,8 @@ in_ns() { # NODE CMD...: run CMD in that node's namespace (or here, in loopback 
 }
 
 export REPL_SECURITY="--repl-tls-psk $TEST_DIR/link.psk"
-node_start B "$TEST_DIR/b.img" secondary
-node_start A "$TEST_DIR/a.img" primary
+node_start B "$TEST_DIR/b.img" secondary --peer-timeout 2000
+node_start A "$TEST_DIR/a.img" primary --peer-timeout 2000
 node_wait_peer_state A connected
 
 step "the link runs TLS with PSK"
@@ -79,6 +79,23 @@ closes(bytes([0x16, 3, 1, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc]))   # ClientHello 
 closes(b"")                                              # connect and hang up
 print("    plaintext and cut streams dropped")
 EOF
+# Silent callers: connect and never start TLS.  Each is dropped within the
+# handshake timeout (--peer-timeout), however many there are.
+fds0=$(ls "/proc/${NODE_PID[B]}/fd" | wc -l)
+in_ns A python3 - "${NODE_ADDR[B]}" "${REPL_PORT[B]}" <<'EOF' &
+import socket, sys, time
+socks = [socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10) for _ in range(20)]
+time.sleep(6)
+EOF
+silent=$!
+sleep 1
+fds1=$(ls "/proc/${NODE_PID[B]}/fd" | wc -l)
+info "secondary's descriptors: $fds0 before, $fds1 with 20 silent callers"
+sleep 3.5
+fds2=$(ls "/proc/${NODE_PID[B]}/fd" | wc -l)
+info "secondary's descriptors after the handshake timeout: $fds2"
+[ "$fds2" -le "$fds0" ] || fail "silent callers still hold descriptors ($fds0 -> $fds2)"
+wait "$silent" || true
 node_alive B || fail "the secondary died on hostile input"
 node_alive A || fail "the primary died"
 assert_eq "$(node_peer_state A)" connected "the pair's link after the strangers"
