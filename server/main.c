@@ -27,6 +27,7 @@
 #include "repvol/repl_proto.h"
 #include "repvol/roles.h"
 #include "repvol/status.h"
+#include "repvol/ublk.h"
 #include "repvol/util.h"
 #include "repvol/volume.h"
 
@@ -48,12 +49,17 @@ struct daemon {
     struct rv_loop loop;
     struct rv_volume vol;
     struct rv_frontend *nbd;
+    struct rv_frontend *ublk;   /* NULL unless --ublk / 'repvol attach' */
+    unsigned fe_live;           /* frontends not yet drained during shutdown */
+    struct rv_op ublk_gone_op;  /* destroy a detached ublk frontend, from the loop */
+    struct rv_frontend *ublk_dead;  /* detached, to be destroyed */
     struct rv_control *control;
     struct rv_peer *peer;
     int sigfd;
     struct signalfd_siginfo siginfo;
     struct rv_op sig_op;
     bool shutting_down;
+    bool ublk_runtime;          /* attached through the control socket */
     int exit_code;
 };
 
@@ -61,8 +67,10 @@ static void usage(FILE *f)
 {
     fprintf(f,
 "Usage: repvold --volume PATH.img --listen ADDR [--listen ADDR...] [options]\n"
+"       repvold --volume PATH.img --ublk [options]\n"
 "\n"
-"Serve a repvol volume (an image made by 'repvol create') over NBD.\n"
+"Serve a repvol volume (an image made by 'repvol create') over NBD and/or as a\n"
+"local block device /dev/ublkbN (ublk).\n"
 "Runs in the foreground; SIGTERM or SIGINT stops it cleanly: requests already\n"
 "received complete and are answered, the image is flushed and marked clean.\n"
 "\n"
@@ -95,6 +103,23 @@ static void usage(FILE *f)
 "                           without TLS (refused otherwise: anyone who reaches\n"
 "                           the port could read and overwrite the volume)\n"
 "Key files must be readable by their owner only (root or this user).\n"
+"\n"
+"Local block device (ublk; needs the kernel's ublk_drv, Linux >= 6.0, and root):\n"
+"      --ublk               serve the volume as /dev/ublkbN (the path is printed on\n"
+"                           stdout once the device is live); without /dev/ublk-control\n"
+"                           the daemon says so and exits 1 (use --listen for NBD).\n"
+"                           Stopping the daemon removes the device.  If the daemon\n"
+"                           dies (kill -9, crash), the device stays and I/O pauses;\n"
+"                           restarting it with --ublk re-attaches and resumes\n"
+"                           (UBLK_F_USER_RECOVERY, with _REISSUE)\n"
+"      --ublk-id N          device number to create or to recover (default: the one\n"
+"                           a crashed daemon of this volume left, else any free)\n"
+"      --ublk-queues N      hardware queues, one thread each (default 2)\n"
+"      --ublk-depth N       requests in flight per queue (default 64)\n"
+"      --ublk-max-io SIZE   largest request (default 512K)\n"
+"      --ublk-no-recovery   the device goes away with the daemon\n"
+"      --ublk-user-copy     copy data with pread/pwrite on /dev/ublkcN\n"
+"                           (UBLK_F_USER_COPY) instead of the mapped buffers\n"
 "\n"
 "Replication (DRBD-style, to one peer node over TCP):\n"
 "      --peer HOST:PORT     the peer's replication address (the primary dials it)\n"
@@ -145,7 +170,9 @@ static void usage(FILE *f)
 "  -h, --help               this text\n"
 "\n"
 "Durability: a write is answered once the image file has it (page cache or\n"
-"device); FUA writes and FLUSH are answered once on stable storage.\n");
+"device); FUA writes and FLUSH are answered once on stable storage.  The ublk\n"
+"device advertises a volatile write cache with FUA, so fsync reaches the image\n"
+"(and, in mode C, the peer) as a FLUSH.\n");
 }
 
 static void on_signal(struct rv_op *op, int res);
@@ -214,6 +241,11 @@ static int cmd_primary(void *ctx, int argc, char **argv, struct rv_strbuf *out)
 static int cmd_secondary(void *ctx, int argc, char **argv, struct rv_strbuf *out)
 {
     struct daemon *d = ctx;
+    if (d->ublk) {
+        rv_sb_printf(out, "the volume is attached as %s: detach it first ('repvol detach')",
+                     rv_ublk_device_path(d->ublk));
+        return -EBUSY;
+    }
     return rv_role_demote(&d->vol, d->peer, d->nbd, has_arg(argc, argv, "force"), out);
 }
 
@@ -261,7 +293,81 @@ static int cmd_outdate(void *ctx, int argc, char **argv, struct rv_strbuf *out)
     return 0;
 }
 
+static void ublk_started(struct rv_frontend *fe, int err);
+static void ublk_drained(struct rv_frontend *fe);
+static struct rv_ublk_opts ublk_opts;   /* set once by main() before the loop runs */
+
+/* "ublk": the device path, or "none". */
+static int cmd_ublk(void *ctx, int argc, char **argv, struct rv_strbuf *out)
+{
+    struct daemon *d = ctx;
+    rv_sb_printf(out, "%s\n", d->ublk ? rv_ublk_device_path(d->ublk) : "none");
+    return 0;
+}
+
+static int ublk_attach(struct daemon *d)
+{
+    if (d->vol.role != RV_ROLE_PRIMARY) {
+        rv_err("volume %s: --ublk: only a primary serves its volume (this node is %s)", d->vol.meta.name,
+               rv_role_name(d->vol.role));
+        return -EPERM;
+    }
+    ublk_opts.readonly = d->vol.readonly;
+    int r = rv_ublk_frontend_create(&d->ublk, &d->vol, &d->loop, &ublk_opts);
+    if (r < 0) {
+        d->ublk = NULL;
+        return r;
+    }
+    d->ublk->owner = d;
+    d->ublk->drained = ublk_drained;
+    rv_ublk_on_started(d->ublk, ublk_started);
+    r = d->ublk->ops->start(d->ublk);
+    if (r < 0) {
+        d->ublk->ops->destroy(d->ublk);
+        d->ublk = NULL;
+    }
+    return r;
+}
+
+/* "ublk-attach": create the device now (as --ublk does at start-up). */
+static int cmd_ublk_attach(void *ctx, int argc, char **argv, struct rv_strbuf *out)
+{
+    struct daemon *d = ctx;
+    if (d->ublk) {
+        rv_sb_printf(out, "already attached as %s\n", rv_ublk_device_path(d->ublk));
+        return -EEXIST;
+    }
+    if (rv_ublk_available() < 0) {
+        rv_sb_printf(out, "%s\n", RV_UBLK_NO_DRIVER_MSG);
+        return -ENODEV;
+    }
+    d->ublk_runtime = true;
+    int r = ublk_attach(d);
+    if (r < 0) {
+        rv_sb_printf(out, "cannot create the ublk device: %s (see the daemon's log)\n", strerror(-r));
+        return r;
+    }
+    rv_sb_printf(out, "%s\n", rv_ublk_device_path(d->ublk));
+    return 0;
+}
+
+/* "ublk-detach": remove the device (requests in flight finish first). */
+static int cmd_ublk_detach(void *ctx, int argc, char **argv, struct rv_strbuf *out)
+{
+    struct daemon *d = ctx;
+    if (!d->ublk) {
+        rv_sb_printf(out, "no ublk device attached\n");
+        return -ENOENT;
+    }
+    rv_sb_printf(out, "%s\n", rv_ublk_device_path(d->ublk));
+    d->ublk->ops->shutdown(d->ublk);
+    return 0;
+}
+
 static const struct rv_control_cmd control_cmds[] = {
+    { "ublk", cmd_ublk },
+    { "ublk-attach", cmd_ublk_attach },
+    { "ublk-detach", cmd_ublk_detach },
     { "resume-io", cmd_resume_io },
     { "outdate", cmd_outdate },
     { "primary", cmd_primary },
@@ -276,12 +382,71 @@ static const struct rv_control_cmd control_cmds[] = {
 static void frontend_drained(struct rv_frontend *fe)
 {
     struct daemon *d = fe->owner;
+    if (d->fe_live > 1) {
+        d->fe_live--;
+        return;
+    }
+    d->fe_live = 0;
     rv_info("all requests answered; flushing the image");
     /* The link goes last: client writes in flight needed it. */
     if (d->peer)
         rv_peer_shutdown(d->peer, peer_closed, d);
     else
         rv_loop_stop(&d->loop);
+}
+
+/* Stop every frontend; the last one drained stops the link and the loop. */
+static void daemon_shutdown(struct daemon *d)
+{
+    d->shutting_down = true;
+    d->fe_live = 1 + (d->ublk ? 1 : 0);
+    if (d->ublk)
+        d->ublk->ops->shutdown(d->ublk);
+    d->nbd->ops->shutdown(d->nbd);
+}
+
+static void ublk_gone(struct rv_op *op, int res)
+{
+    struct daemon *d = RV_CONTAINER_OF(op, struct daemon, ublk_gone_op);
+    if (d->ublk_dead) {
+        d->ublk_dead->ops->destroy(d->ublk_dead);
+        d->ublk_dead = NULL;
+    }
+}
+
+static void ublk_drained(struct rv_frontend *fe)
+{
+    struct daemon *d = fe->owner;
+    if (d->shutting_down) {
+        frontend_drained(fe);
+        return;
+    }
+    /* Detached at run time: free it on the next turn (not from inside its
+     * own callback). */
+    d->ublk = NULL;
+    d->ublk_dead = fe;
+    d->ublk_gone_op.fn = ublk_gone;
+    rv_loop_defer(&d->loop, &d->ublk_gone_op, 0);
+}
+
+/* The device is live: its path goes to stdout (scripts read it there). */
+static void ublk_started(struct rv_frontend *fe, int err)
+{
+    struct daemon *d = fe->owner;
+    if (err == 0) {
+        printf("%s\n", rv_ublk_device_path(fe));
+        fflush(stdout);
+        return;
+    }
+    if (!d->shutting_down && d->exit_code == 0 && !d->ublk_runtime) {
+        rv_err("volume %s: the ublk device did not start; shutting down", d->vol.meta.name);
+        d->exit_code = 1;
+        rv_control_stop(d->control);
+        d->control = NULL;
+        daemon_shutdown(d);
+    } else if (!d->shutting_down) {
+        fe->ops->shutdown(fe);          /* 'repvol attach' failed: remove it again */
+    }
 }
 
 static void on_signal(struct rv_op *op, int res)
@@ -303,8 +468,8 @@ static void on_signal(struct rv_op *op, int res)
         rv_control_stop(d->control);
         d->control = NULL;
         rv_info("signal %d (%s): shutting down, finishing %u request(s) in flight", sig,
-                strsignal(sig), d->nbd->ops->inflight(d->nbd));
-        d->nbd->ops->shutdown(d->nbd);
+                strsignal(sig), d->nbd->ops->inflight(d->nbd) + (d->ublk ? d->ublk->ops->inflight(d->ublk) : 0));
+        daemon_shutdown(d);
     }
     arm_signal(d);
 }
@@ -463,7 +628,9 @@ int main(int argc, char **argv)
            OPT_PEER, OPT_REPL_LISTEN, OPT_NODE_ID, OPT_ROLE, OPT_PROTOCOL, OPT_PEER_TIMEOUT,
            OPT_RESYNC_RATE, OPT_RESYNC_CHECKSUM, OPT_SB_POLICY, OPT_FENCE, OPT_FORCE_PRIMARY,
            OPT_TLS, OPT_TLS_PSK, OPT_TLS_CERTS, OPT_INSECURE, OPT_REPL_TLS_PSK, OPT_REPL_TLS_ID,
-           OPT_REPL_TLS_CERTS, OPT_REPL_TLS_PEER };
+           OPT_REPL_TLS_CERTS, OPT_REPL_TLS_PEER,
+           OPT_UBLK, OPT_UBLK_ID, OPT_UBLK_QUEUES, OPT_UBLK_DEPTH, OPT_UBLK_MAXIO, OPT_UBLK_NOREC,
+           OPT_UBLK_UCOPY };
     static const struct option longopts[] = {
         { "volume", required_argument, NULL, 'v' },
         { "listen", required_argument, NULL, 'l' },
@@ -497,6 +664,13 @@ int main(int argc, char **argv)
         { "repl-tls-certificates", required_argument, NULL, OPT_REPL_TLS_CERTS },
         { "repl-tls-peer-name", required_argument, NULL, OPT_REPL_TLS_PEER },
         { "log-level", required_argument, NULL, OPT_LOGLEVEL },
+        { "ublk", no_argument, NULL, OPT_UBLK },
+        { "ublk-id", required_argument, NULL, OPT_UBLK_ID },
+        { "ublk-queues", required_argument, NULL, OPT_UBLK_QUEUES },
+        { "ublk-depth", required_argument, NULL, OPT_UBLK_DEPTH },
+        { "ublk-max-io", required_argument, NULL, OPT_UBLK_MAXIO },
+        { "ublk-no-recovery", no_argument, NULL, OPT_UBLK_NOREC },
+        { "ublk-user-copy", no_argument, NULL, OPT_UBLK_UCOPY },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -508,7 +682,9 @@ int main(int argc, char **argv)
     };
     struct rv_nbd_opts nopts = { .max_connections = 64, .max_inflight = 128 };
     struct rv_peer_opts popts = { .mode = RV_MODE_C, .timeout_ms = 6000, .ping_ms = 1000 };
-    bool want_mlock = true, force_primary = false;
+    bool want_mlock = true, force_primary = false, want_ublk = false;
+    ublk_opts = (struct rv_ublk_opts){ .nr_queues = 2, .queue_depth = 64, .max_io = 512u << 10,
+                                       .dev_id = -1, .recovery = true };
     struct tls_opts tlso = { .nbd_mode = -1 };
     enum rv_log_level level = RV_LOG_INFO;
     uint64_t n;
@@ -652,6 +828,35 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case OPT_UBLK: want_ublk = true; break;
+        case OPT_UBLK_NOREC: ublk_opts.recovery = false; break;
+        case OPT_UBLK_UCOPY: ublk_opts.user_copy = true; break;
+        case OPT_UBLK_ID:
+        case OPT_UBLK_QUEUES:
+        case OPT_UBLK_DEPTH: {
+            char *end;
+            unsigned long v = strtoul(optarg, &end, 10);
+            unsigned long max = c == OPT_UBLK_ID ? 1048575 : c == OPT_UBLK_QUEUES ? 16 : 4096;
+            if (*end || end == optarg || v > max || (c != OPT_UBLK_ID && v == 0)) {
+                fprintf(stderr, "repvold: '%s' is not a number from %d to %lu\n", optarg, c == OPT_UBLK_ID ? 0 : 1,
+                        max);
+                return 2;
+            }
+            if (c == OPT_UBLK_ID)
+                ublk_opts.dev_id = (int)v;
+            else if (c == OPT_UBLK_QUEUES)
+                ublk_opts.nr_queues = (unsigned)v;
+            else
+                ublk_opts.queue_depth = (unsigned)v;
+            break;
+        }
+        case OPT_UBLK_MAXIO:
+            if (rv_parse_size(optarg, &n) < 0 || n < 4096 || n > (32u << 20) || n % 4096) {
+                fprintf(stderr, "repvold: --ublk-max-io: '%s' is not a multiple of 4K from 4K to 32M\n", optarg);
+                return 2;
+            }
+            ublk_opts.max_io = (uint32_t)n;
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -661,11 +866,19 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (!volume || (nlisten == 0 && !popts.listen)) {
-        fprintf(stderr, "repvold: --volume and at least one --listen (or --repl-listen) are required\n");
+    if (!volume || (nlisten == 0 && !popts.listen && !want_ublk)) {
+        fprintf(stderr, "repvold: --volume and at least one --listen (or --repl-listen, or --ublk) are required\n");
         usage(stderr);
         return 2;
     }
+    /* Said before anything is opened: asking for a block device where the
+     * kernel cannot make one is an error, not something to half-serve. */
+    if (want_ublk && rv_ublk_available() < 0) {
+        fprintf(stderr, "repvold: %s\n", RV_UBLK_NO_DRIVER_MSG);
+        return 1;
+    }
+    if (want_ublk && ublk_opts.max_io > vopts.max_request)
+        ublk_opts.max_io = (uint32_t)vopts.max_request;
     bool replicated = popts.peer || popts.listen;
     if (!replicated && vopts.role == 0)
         vopts.role = RV_ROLE_PRIMARY;       /* standalone: this node serves */
@@ -741,6 +954,11 @@ int main(int argc, char **argv)
     r = d.nbd->ops->start(d.nbd);
     if (r < 0)
         goto out_frontend;
+    if (want_ublk) {
+        r = ublk_attach(&d);
+        if (r < 0)
+            goto out_frontend;
+    }
     if (pidfile && write_pidfile(pidfile) < 0) {
         r = -1;
         goto out_frontend;
@@ -750,8 +968,15 @@ int main(int argc, char **argv)
     if (r < 0)
         rv_err("event loop failed; shutting down");
 
+    if (d.exit_code && r >= 0)
+        r = -EIO;
+
 out_frontend:
     rv_control_stop(d.control);
+    if (d.ublk)
+        d.ublk->ops->destroy(d.ublk);
+    if (d.ublk_dead)
+        d.ublk_dead->ops->destroy(d.ublk_dead);
     d.nbd->ops->destroy(d.nbd);
 out_volume:
     rv_peer_destroy(d.peer);

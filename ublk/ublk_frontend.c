@@ -571,7 +571,7 @@ static void on_started(struct rv_op *op, int res)
     }
     if (uf->on_started)
         uf->on_started(&uf->fe, res);
-    if (uf->stop_pending || (res < 0 && uf->shutting_down)) {
+    if (uf->stop_pending) {
         uf->stop_pending = false;
         begin_stop(uf);
     }

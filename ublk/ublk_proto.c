@@ -125,6 +125,11 @@ int rv_ublk_decode(const struct rv_ublksrv_io_desc *iod, uint32_t max_io, uint64
     unsigned op = iod->op_flags & 0xff;
     uint32_t fl = iod->op_flags & ~0xffu;
     memset(out, 0, sizeof *out);
+    /* A flush carries no range (the block layer gives it sector -1). */
+    if (op == RV_UBLK_IO_OP_FLUSH) {
+        out->type = RV_IO_FLUSH;
+        return 0;
+    }
     if (iod->start_sector > (UINT64_MAX >> 9))
         return -EINVAL;
     uint64_t off = iod->start_sector << 9;
@@ -138,9 +143,6 @@ int rv_ublk_decode(const struct rv_ublksrv_io_desc *iod, uint32_t max_io, uint64
         if (fl & RV_UBLK_IO_F_FUA)
             out->flags |= RV_IO_FUA;
         break;
-    case RV_UBLK_IO_OP_FLUSH:
-        out->type = RV_IO_FLUSH;
-        return 0;
     case RV_UBLK_IO_OP_DISCARD:
         out->type = RV_IO_TRIM;
         break;
