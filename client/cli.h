@@ -46,6 +46,10 @@ int cmd_connect(int argc, char **argv);
 int cmd_resume_io(int argc, char **argv);
 int cmd_outdate(int argc, char **argv);
 
+/* client/cmd_ublk.c */
+int cmd_attach(int argc, char **argv);
+int cmd_detach(int argc, char **argv);
+
 /* client/cmd_verify.c */
 int cmd_verify(int argc, char **argv);
 /* Redraw status every interval_ms (until no sync/verify runs, if asked). */

@@ -26,6 +26,8 @@ static const struct cli_cmd commands[] = {
     { "connect", cmd_connect, "reconnect to the peer; --discard-my-data after a split brain" },
     { "resume-io", cmd_resume_io, "release writes held for a failed fence-peer handler" },
     { "outdate", cmd_outdate, "mark a disconnected secondary's copy Outdated (fencing)" },
+    { "attach", cmd_attach, "make the volume a local block device: attach --ublk VOLUME" },
+    { "detach", cmd_detach, "remove the volume's ublk block device" },
 };
 
 void cli_error(const char *prog, const char *fmt, ...)

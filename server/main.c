@@ -338,6 +338,7 @@ static int cmd_ublk_attach(void *ctx, int argc, char **argv, struct rv_strbuf *o
         return -EEXIST;
     }
     if (rv_ublk_available() < 0) {
+        rv_warn("attach: %s", RV_UBLK_NO_DRIVER_MSG);
         rv_sb_printf(out, "%s\n", RV_UBLK_NO_DRIVER_MSG);
         return -ENODEV;
     }
