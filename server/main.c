@@ -8,6 +8,7 @@
  * that waits on that write. */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -184,11 +185,17 @@ static void arm_signal(struct daemon *d)
     io_uring_prep_read(sqe, d->sigfd, &d->siginfo, sizeof d->siginfo, 0);
 }
 
+static int cmd_ublk(void *ctx, int argc, char **argv, struct rv_strbuf *out);
+
 static int cmd_status(void *ctx, int argc, char **argv, struct rv_strbuf *out)
 {
     struct daemon *d = ctx;
     bool json = argc > 1 && !strcmp(argv[1], "json");
     rv_status_render(&d->vol, d->nbd, json, out);
+    if (!json && d->ublk) {
+        rv_sb_printf(out, "ublk:        ");
+        cmd_ublk(ctx, 0, NULL, out);
+    }
     return 0;
 }
 
@@ -301,7 +308,15 @@ static struct rv_ublk_opts ublk_opts;   /* set once by main() before the loop ru
 static int cmd_ublk(void *ctx, int argc, char **argv, struct rv_strbuf *out)
 {
     struct daemon *d = ctx;
-    rv_sb_printf(out, "%s\n", d->ublk ? rv_ublk_device_path(d->ublk) : "none");
+    if (!d->ublk) {
+        rv_sb_printf(out, "none\n");
+        return 0;
+    }
+    struct rv_ublk_stats st;
+    rv_ublk_get_stats(d->ublk, &st);
+    rv_sb_printf(out, "%s requests %" PRIu64 " fua_writes %" PRIu64 " flushes %" PRIu64 " discards %" PRIu64
+                 " write_zeroes %" PRIu64 " errors %" PRIu64 "\n", rv_ublk_device_path(d->ublk), st.requests,
+                 st.fua_writes, st.flushes, st.discards, st.write_zeroes, st.errors);
     return 0;
 }
 

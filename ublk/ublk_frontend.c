@@ -133,6 +133,7 @@ struct ublk_frontend {
 
     /* Event-loop side. */
     unsigned inflight;          /* requests in the engine */
+    struct rv_ublk_stats stats;
     bool started, start_failed, shutting_down, stop_pending, drained_called;
     struct rv_op started_op, stopped_op;
     void (*on_started)(struct rv_frontend *fe, int err);
@@ -379,6 +380,15 @@ static void tag_submit(struct rv_op *op, int res)
     req->done = tag_done;
     req->origin = RV_ORIGIN_CLIENT;
     uf->inflight++;
+    uf->stats.requests++;
+    if (req->type == RV_IO_WRITE && (req->flags & RV_IO_FUA))
+        uf->stats.fua_writes++;
+    else if (req->type == RV_IO_FLUSH)
+        uf->stats.flushes++;
+    else if (req->type == RV_IO_TRIM)
+        uf->stats.discards++;
+    else if (req->type == RV_IO_ZERO)
+        uf->stats.write_zeroes++;
     rv_volume_submit(uf->fe.vol, req);
 }
 
@@ -397,6 +407,8 @@ static void tag_done(struct rv_req *req)
     struct ublk_queue *q = t->q;
     struct ublk_frontend *uf = q->uf;
     uf->inflight--;
+    if (req->result < 0)
+        uf->stats.errors++;
     if (req->result < 0)
         rv_warn("ublk dev %u queue %u tag %u: %s off=%" PRIu64 " len=%" PRIu32 " failed: %s", uf->info.dev_id,
                 q->id, t->tag, rv_io_type_name(req->type), req->off, req->len, strerror(-req->result));
@@ -935,6 +947,11 @@ int rv_ublk_frontend_create(struct rv_frontend **out, struct rv_volume *vol, str
 const char *rv_ublk_device_path(struct rv_frontend *fe)
 {
     return ((struct ublk_frontend *)fe)->bdev_path;
+}
+
+void rv_ublk_get_stats(struct rv_frontend *fe, struct rv_ublk_stats *st)
+{
+    *st = ((struct ublk_frontend *)fe)->stats;
 }
 
 void rv_ublk_on_started(struct rv_frontend *fe, void (*cb)(struct rv_frontend *fe, int err))

@@ -113,6 +113,12 @@ const char *rv_ublk_device_path(struct rv_frontend *fe);
 /* Called once on the loop when the device is live (err 0) or failed to start. */
 void rv_ublk_on_started(struct rv_frontend *fe, void (*cb)(struct rv_frontend *fe, int err));
 
+/* Counters of requests the kernel sent (event-loop side). */
+struct rv_ublk_stats {
+    uint64_t requests, fua_writes, flushes, discards, write_zeroes, errors;
+};
+void rv_ublk_get_stats(struct rv_frontend *fe, struct rv_ublk_stats *st);
+
 /* Remove a device left behind (a crashed daemon's, with recovery) by id:
  * STOP_DEV + DEL_DEV from this process.  0 or -errno. */
 int rv_ublk_delete_device(int dev_id);

@@ -108,4 +108,6 @@ same_data() {
     cmp -n "$3" "$1" "$2" || gfail "$1 and $2 differ in their first $3 bytes"
 }
 
+# Busybox sh runs its own applets before anything in PATH: give full paths
+# to the util-linux tools the tests copy in (blkdiscard -z, losetup).
 rand_file() { head -c "$2" /dev/urandom >"$1"; }
