@@ -79,7 +79,10 @@
 #define UD_TAG(ud)      ((unsigned)((ud) & 0xffff))
 
 #define STOP_JOIN_SECS  10       /* queues must exit this long after STOP_DEV */
-#define RECOVER_WAIT_MS 10000    /* a dead daemon's device must be quiesced by then */
+/* A dead daemon's device must be quiesced by then: normally at once; if a
+ * queue had every tag in the dead daemon's hands (see keep_a_tag_free), only
+ * when the kernel's 30 s request timeout fires. */
+#define RECOVER_WAIT_MS 45000
 
 struct ublk_frontend;
 struct ublk_queue;
@@ -440,6 +443,41 @@ static void ctl_post(struct ublk_frontend *uf, struct rv_op *op, int res)
     }
 }
 
+static int write_sysfs(const char *path, const char *val)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = write(fd, val, strlen(val));
+    int e = n < 0 ? -errno : 0;
+    close(fd);
+    return e;
+}
+
+/* Crash detection in 6.12 works by cancelling the queue's outstanding
+ * FETCH commands when the dead daemon's rings go away.  A queue whose every
+ * tag was being served at that moment has no command to cancel, and the
+ * kernel only notices when a request times out (30 s).  So the block layer
+ * may use at most depth - 1 tags per queue (no I/O scheduler, nr_requests
+ * = depth - 1): one FETCH is always outstanding and a crash is seen at
+ * once. */
+static void keep_a_tag_free(struct ublk_frontend *uf)
+{
+    if (uf->depth < 5)          /* nr_requests cannot go below 4 */
+        return;
+    char path[96], val[16];
+    snprintf(path, sizeof path, "/sys/block/ublkb%u/queue/scheduler", uf->info.dev_id);
+    int r = write_sysfs(path, "none");
+    snprintf(path, sizeof path, "/sys/block/ublkb%u/queue/nr_requests", uf->info.dev_id);
+    snprintf(val, sizeof val, "%u", uf->depth - 1);
+    if (r == 0)
+        r = write_sysfs(path, val);
+    if (r < 0)
+        rv_warn("ublk dev %u: cannot limit the queue to %u requests (%s): after a crash the device may "
+                "pause up to 30 s before a new daemon can take it over", uf->info.dev_id, uf->depth - 1,
+                strerror(-r));
+}
+
 static void *start_main(void *arg)
 {
     struct ublk_frontend *uf = arg;
@@ -458,6 +496,8 @@ static void *start_main(void *arg)
         if (r < 0)
             rv_err("ublk dev %u: START_DEV: %s", uf->info.dev_id, strerror(-r));
     }
+    if (r >= 0)
+        keep_a_tag_free(uf);
     uf->ctl_result = r;
     ctl_post(uf, &uf->started_op, r < 0 ? r : 0);
     return NULL;
