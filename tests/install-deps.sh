@@ -23,12 +23,18 @@ RUNTIME_PKGS=(
     libnbd-bin nbdkit qemu-utils fio e2fsprogs fuse3 python3 python3-libnbd
     valgrind util-linux procps iproute2 nftables coreutils
 )
+# Kernel-guest tests (tests/vm, make check-vm): qemu boots a Debian kernel
+# with ublk_drv and nbd; the guest gets busybox-static, the kernel's NBD
+# client and e2fsprogs from the host (tests/vm/run-kernel-test.sh).
+VM_PKGS=(
+    qemu-system-x86 busybox-static nbd-client xz-utils
+)
 # Later work: clang + sanitizer/fuzzer runtimes (libFuzzer), the SPIN model
 # checker for the replication protocol model.
 LATER_PKGS=(
     clang libclang-rt-14-dev spin resource-agents
 )
-ALL_PKGS=("${BUILD_PKGS[@]}" "${RUNTIME_PKGS[@]}" "${LATER_PKGS[@]}")
+ALL_PKGS=("${BUILD_PKGS[@]}" "${RUNTIME_PKGS[@]}" "${VM_PKGS[@]}" "${LATER_PKGS[@]}")
 
 say() { printf 'install-deps: %s\n' "$*"; }
 die() { printf 'install-deps: error: %s\n' "$*" >&2; exit 1; }

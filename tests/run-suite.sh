@@ -8,6 +8,8 @@
 #   3. build/      ../configure                      make -j2, make check
 #   4. build-san/  ../configure --enable-sanitizers  make -j2, make check
 #   5. make -C build check-valgrind     (unit tests and two e2e tests under valgrind)
+#   6. make -C build check-vm           (ublk and kernel NBD tests in a qemu guest
+#                                        running a Debian 6.12 kernel; tests/vm/)
 #
 # Old build/ and build-san/ are removed first.  Tests run one at a time (the
 # end-to-end tests share loop devices, network namespaces and fixed ports).
@@ -18,7 +20,7 @@
 #
 # Environment:
 #   RUN_SUITE_PHASE_TIMEOUT=1500   seconds allowed for one 'make check' phase
-#   RUN_SUITE_PHASES="build san valgrind"   phases to run (for debugging)
+#   RUN_SUITE_PHASES="build san valgrind vm"   phases to run (for debugging)
 #   RUN_SUITE_LOG_LINES=300        at most this many lines printed per failing log
 set -uo pipefail
 export LC_ALL=C
@@ -27,7 +29,7 @@ exec </dev/null
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 PHASE_TIMEOUT=${RUN_SUITE_PHASE_TIMEOUT:-1500}
-PHASES=${RUN_SUITE_PHASES:-build san valgrind}
+PHASES=${RUN_SUITE_PHASES:-build san valgrind vm}
 LOG_LINES=${RUN_SUITE_LOG_LINES:-300}
 JOBS=2
 CHECK_JOBS=${RUN_SUITE_CHECK_JOBS:-2}
@@ -183,6 +185,35 @@ valgrind_phase() {
     [ "$rc" = 0 ]
 }
 
+# The kernel-guest tests: their own automake run (make check-vm), one at a
+# time; skipped (77, with the reason) only without qemu or the kernel package.
+vm_phase() {
+    local dir=$REPO/build t0 rc stamp n
+    t0=$(date +%s)
+    banner "vm: make -C build check-vm"
+    if [ ! -f "$dir/Makefile" ]; then
+        add_result ERROR vm "check-vm (build/ was not configured)"
+        PHASE_TIMES+=("vm skipped: no build/")
+        return 1
+    fi
+    stamp=$dir/.check-vm-stamp
+    touch "$stamp"
+    sleep 1
+    timeout -k 60 "$PHASE_TIMEOUT" make -C "$dir" check-vm 2>&1 | tee "$dir/check-vm.out" |
+        grep --line-buffered -E '^(PASS|FAIL|SKIP|XFAIL|XPASS|ERROR):|Error [0-9]'
+    rc=${PIPESTATUS[0]}
+    [ "$rc" = 124 ] && note "check-vm timed out after ${PHASE_TIMEOUT}s"
+    collect_trs vm "$dir" "$stamp"
+    n=$COLLECTED
+    if [ "$rc" != 0 ] && [ "$(phase_failed_tests vm)" = 0 ]; then
+        tail -n 40 "$dir/check-vm.out"
+        add_result ERROR vm "check-vm (exit status $rc, no failing test recorded)" "$dir/check-vm.out"
+    fi
+    rm -f "$stamp"
+    PHASE_TIMES+=("vm $(elapsed "$t0")s ($n test results)")
+    [ "$rc" = 0 ]
+}
+
 # ------------------------------------------------------------------ setup
 
 banner "install dependencies"
@@ -226,6 +257,13 @@ for p in $PHASES; do
             valgrind_phase
         else
             add_result ERROR valgrind "check-valgrind (not run: build/ did not build)"
+        fi
+        ;;
+    vm)
+        if [ -x "$REPO/build/repvold" ] || [ "$build_ok" = yes ]; then
+            vm_phase
+        else
+            add_result ERROR vm "check-vm (not run: build/ did not build)"
         fi
         ;;
     *) note "unknown phase '$p' ignored" ;;
