@@ -70,16 +70,34 @@ void rv_bufpool_fini(struct rv_bufpool *p)
 
 void *rv_bufpool_get(struct rv_bufpool *p, size_t len)
 {
+    return rv_bufpool_get_max(p, len, SIZE_MAX);
+}
+
+void *rv_bufpool_get_max(struct rv_bufpool *p, size_t len, size_t max_class)
+{
     if (len > p->max_size)
         return NULL;
     /* Smallest class that fits and has a free buffer; a bigger buffer is
      * better than waiting. */
     for (unsigned i = 0; i < p->nclasses; i++) {
         struct rv_bufclass *c = &p->cls[i];
+        if (c->size > max_class)
+            break;
         if (c->size >= len && c->nfree > 0)
             return c->freelist[--c->nfree];
     }
     return NULL;
+}
+
+size_t rv_bufpool_size(const struct rv_bufpool *p, const void *buf)
+{
+    const uint8_t *b = buf;
+    for (unsigned i = 0; i < p->nclasses; i++) {
+        const struct rv_bufclass *c = &p->cls[i];
+        if (b >= c->base && b < c->base + c->count * c->size)
+            return c->size;
+    }
+    return 0;
 }
 
 void rv_bufpool_put(struct rv_bufpool *p, void *buf)

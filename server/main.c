@@ -86,6 +86,11 @@ static void usage(FILE *f)
 "      --buffer-mem SIZE    memory preallocated for request buffers (default 64M)\n"
 "      --max-connections N  (default 64)\n"
 "      --max-inflight N     requests in flight per connection (default 128)\n"
+"      --handshake-timeout S  close a client still negotiating after S seconds\n"
+"                           (default 10): idle connections can't hold the\n"
+"                           --max-connections places for long\n"
+"      --send-timeout S     close a client that has read none of its replies for\n"
+"                           S seconds (default 30): it holds its READs' buffers\n"
 "      --no-mlock           don't lock memory (not recommended when a file system\n"
 "                           on this host is mounted from the volume)\n"
 "      --control PATH       control socket for 'repvol status' and friends\n"
@@ -646,7 +651,8 @@ int main(int argc, char **argv)
            OPT_TLS, OPT_TLS_PSK, OPT_TLS_CERTS, OPT_INSECURE, OPT_REPL_TLS_PSK, OPT_REPL_TLS_ID,
            OPT_REPL_TLS_CERTS, OPT_REPL_TLS_PEER,
            OPT_UBLK, OPT_UBLK_ID, OPT_UBLK_QUEUES, OPT_UBLK_DEPTH, OPT_UBLK_MAXIO, OPT_UBLK_NOREC,
-           OPT_UBLK_UCOPY };
+           OPT_UBLK_UCOPY,
+           OPT_HS_TIMEOUT, OPT_SEND_TIMEOUT };
     static const struct option longopts[] = {
         { "volume", required_argument, NULL, 'v' },
         { "listen", required_argument, NULL, 'l' },
@@ -657,6 +663,8 @@ int main(int argc, char **argv)
         { "buffer-mem", required_argument, NULL, OPT_BUFMEM },
         { "max-connections", required_argument, NULL, OPT_MAXCONN },
         { "max-inflight", required_argument, NULL, OPT_MAXINFL },
+        { "handshake-timeout", required_argument, NULL, OPT_HS_TIMEOUT },
+        { "send-timeout", required_argument, NULL, OPT_SEND_TIMEOUT },
         { "no-mlock", no_argument, NULL, OPT_NOMLOCK },
         { "pidfile", required_argument, NULL, OPT_PIDFILE },
         { "control", required_argument, NULL, OPT_CONTROL },
@@ -751,6 +759,20 @@ int main(int argc, char **argv)
                 nopts.max_connections = v;
             else
                 nopts.max_inflight = v;
+            break;
+        }
+        case OPT_HS_TIMEOUT:
+        case OPT_SEND_TIMEOUT: {
+            char *end;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (*end || v == 0 || v > 3600) {
+                fprintf(stderr, "repvold: '%s' is not a number of seconds from 1 to 3600\n", optarg);
+                return 2;
+            }
+            if (c == OPT_HS_TIMEOUT)
+                nopts.handshake_timeout_ms = (unsigned)v * 1000;
+            else
+                nopts.send_timeout_ms = (unsigned)v * 1000;
             break;
         }
         case OPT_NOMLOCK: want_mlock = false; break;

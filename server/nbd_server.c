@@ -15,7 +15,17 @@
  * (back-pressure; nothing is allocated per request).
  *
  * Lifetime: a connection is freed only when no ring operation and no engine
- * request refers to it any more (c->ops == 0 and c->busy == 0). */
+ * request refers to it any more (c->ops == 0 and c->busy == 0).
+ *
+ * Resource bounds.  Memory per connection is fixed at accept time: rbuf
+ * (RBUF_SIZE), max_inflight slots and, in the option phase, the handshake
+ * state; at most max_connections of them.  Data buffers come from the
+ * volume's preallocated pool only.  A WRITE's buffer goes back to the pool
+ * as soon as the write is done (its reply carries no data), so a client
+ * that never reads its replies pins only its slots; a READ's buffer is held
+ * until the reply is sent.  A once-a-second tick closes connections that
+ * hold a place or buffers without progress: still in the option phase after
+ * the handshake timeout, or a reply send stalled for the send timeout. */
 #include <errno.h>
 #include <inttypes.h>
 #include <netdb.h>
@@ -44,6 +54,9 @@
 #define REPLY_HDR_MAX    32       /* structured chunk header + offset */
 #define BS_MAX_EXTENTS   256      /* descriptors per BLOCK_STATUS reply */
 #define BS_BUF_SIZE      4096u    /* holds a BLOCK_STATUS chunk of BS_MAX_EXTENTS */
+#define HS_TIMEOUT_MS    10000u   /* default --handshake-timeout */
+#define SEND_TIMEOUT_MS  30000u   /* default --send-timeout */
+#define TICK_MS          1000u
 
 struct nbd_frontend;
 struct nbd_conn;
@@ -59,6 +72,7 @@ struct nbd_slot {
     uint16_t nbd_flags;
     uint32_t nbd_err;           /* error to report (already NBD-encoded) */
     void *buf;                  /* pool buffer (READ/WRITE data, BLOCK_STATUS descriptors) */
+    uint32_t buf_len;           /* its size (class), counted in conn->buf_held */
     uint8_t hdr[REPLY_HDR_MAX];
     uint32_t hdr_len;
     const uint8_t *data;        /* reply payload after hdr */
@@ -97,6 +111,8 @@ struct nbd_conn {
 
     struct rv_op send_op;
     bool send_pending;
+    uint64_t send_start_ns;     /* when the pending send was issued */
+    uint64_t hs_deadline_ns;    /* option phase must end by then */
     struct msghdr msg;
     struct iovec iov[SEND_IOV_MAX];
     struct nbd_slot *sq_head, **sq_tail;   /* replies waiting to be sent */
@@ -110,6 +126,7 @@ struct nbd_conn {
     struct nbd_slot *slots;
     struct nbd_slot *free_slots;
     unsigned busy;              /* slots not free */
+    size_t buf_held;            /* pool bytes held by this connection's slots */
     unsigned ops;               /* ring operations and deferred calls outstanding */
     uint64_t requests;
 };
@@ -137,6 +154,11 @@ struct nbd_frontend {
     uint64_t next_id;
     bool shutting_down;
     bool drained_called;
+    struct rv_op tick_op;
+    struct __kernel_timespec tick_ts;
+    bool tick_pending;
+    uint64_t timeouts;          /* connections closed by the tick */
+    size_t buf_share;           /* most pool bytes one connection may hold */
 };
 
 static void conn_process(struct nbd_conn *c);
@@ -166,11 +188,19 @@ static struct nbd_slot *slot_get(struct nbd_conn *c)
 
 static void conn_wake(struct nbd_conn *c);
 
+static void slot_buf_put(struct nbd_conn *c, struct nbd_slot *s)
+{
+    if (!s->buf)
+        return;
+    rv_bufpool_put(&c->nf->fe.vol->pool, s->buf);
+    c->buf_held -= s->buf_len;
+    s->buf = NULL;
+    s->buf_len = 0;
+}
+
 static void slot_put(struct nbd_conn *c, struct nbd_slot *s)
 {
-    if (s->buf)
-        rv_bufpool_put(&c->nf->fe.vol->pool, s->buf);
-    s->buf = NULL;
+    slot_buf_put(c, s);
     s->state = SLOT_FREE;
     s->next = c->free_slots;
     c->free_slots = s;
@@ -200,6 +230,11 @@ static void reply_error(struct nbd_conn *c, struct nbd_slot *s, uint32_t nbd_err
     s->nbd_err = nbd_err;
     s->data = NULL;
     s->data_len = 0;
+    if (s->state != SLOT_PAYLOAD) {
+        /* No data in an error reply (see req_done). */
+        slot_buf_put(c, s);
+        conn_wake(c);
+    }
     if (c->structured && (s->cmd == NBD_CMD_READ || s->cmd == NBD_CMD_BLOCK_STATUS))
         s->hdr_len = (uint32_t)nbd_encode_error_chunk(s->hdr, sizeof s->hdr, NBD_REPLY_FLAG_DONE,
                                                       s->cookie, nbd_err, NULL);
@@ -229,6 +264,12 @@ static void req_done(struct rv_req *req)
         s->data_len = req->len;
     } else {
         s->hdr_len = (uint32_t)nbd_encode_simple_reply(s->hdr, 0, s->cookie);
+    }
+    if (s->buf && s->cmd != NBD_CMD_READ) {
+        /* The reply carries no data: don't let a client that is slow to
+         * read its replies (or never does) keep the buffer. */
+        slot_buf_put(c, s);
+        conn_wake(c);
     }
     reply_queue(c, s);
 }
@@ -280,6 +321,7 @@ static void conn_kick_send(struct nbd_conn *c)
         io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
     }
     c->send_pending = true;
+    c->send_start_ns = rv_now_ns();
     c->ops++;
 }
 
@@ -447,7 +489,19 @@ static bool start_request(struct nbd_conn *c, const struct nbd_request *r)
     else if (r->type == NBD_CMD_BLOCK_STATUS)
         need = BS_BUF_SIZE;
     if (need) {
-        s->buf = rv_bufpool_get(&c->nf->fe.vol->pool, need ? need : 1);
+        /* One connection holds at most buf_share bytes of the pool, counted
+         * by buffer (class) size; with none held it may take any buffer.
+         * A client that stops reading its READ replies can't starve the
+         * others.  Over its share it waits for the pool (or for one of its
+         * own buffers, which wakes it too). */
+        size_t room = SIZE_MAX;
+        if (c->buf_held > 0)
+            room = c->buf_held < c->nf->buf_share ? c->nf->buf_share - c->buf_held : 0;
+        s->buf = room >= need ? rv_bufpool_get_max(&c->nf->fe.vol->pool, need, room) : NULL;
+        if (s->buf) {
+            s->buf_len = (uint32_t)rv_bufpool_size(&c->nf->fe.vol->pool, s->buf);
+            c->buf_held += s->buf_len;
+        }
         if (!s->buf) {
             s->state = SLOT_FREE;
             s->next = c->free_slots;
@@ -815,6 +869,7 @@ static struct nbd_conn *conn_new(struct nbd_frontend *nf, int fd, const char *pe
     c->sq_tail = &c->sq_head;
     c->buf_wait.wake = buf_wake;
     c->state = CONN_HANDSHAKE;
+    c->hs_deadline_ns = rv_now_ns() + (uint64_t)nf->opts.handshake_timeout_ms * 1000000u;
     nbd_hs_init(c->hs, &nf->exp);
     c->next = nf->conns;
     if (nf->conns)
@@ -920,6 +975,50 @@ static void listener_close(struct listener *l)
     l->fd = -1;
 }
 
+/* ------------------------------------------------------------------ tick */
+
+static void tick_arm(struct nbd_frontend *nf);
+
+/* Close connections that hold a place or pool buffers without progress. */
+static void on_tick(struct rv_op *op, int res)
+{
+    struct nbd_frontend *nf = RV_CONTAINER_OF(op, struct nbd_frontend, tick_op);
+    (void)res;
+    nf->tick_pending = false;
+    if (nf->shutting_down) {
+        frontend_maybe_drained(nf);
+        return;
+    }
+    uint64_t now = rv_now_ns();
+    uint64_t send_tmo = (uint64_t)nf->opts.send_timeout_ms * 1000000u;
+    for (struct nbd_conn *c = nf->conns, *next; c; c = next) {
+        next = c->next;
+        char why[128];
+        if (c->state == CONN_HANDSHAKE && now > c->hs_deadline_ns) {
+            snprintf(why, sizeof why, "option phase not finished within %u ms (--handshake-timeout)",
+                     nf->opts.handshake_timeout_ms);
+        } else if (c->state != CONN_CLOSING && c->send_pending && now - c->send_start_ns > send_tmo) {
+            snprintf(why, sizeof why, "client read none of its replies for %u ms (--send-timeout); "
+                     "%u request(s) unanswered", nf->opts.send_timeout_ms, c->busy);
+        } else {
+            continue;
+        }
+        nf->timeouts++;
+        conn_close(c, why);
+    }
+    tick_arm(nf);
+}
+
+static void tick_arm(struct nbd_frontend *nf)
+{
+    nf->tick_ts.tv_sec = TICK_MS / 1000;
+    nf->tick_ts.tv_nsec = (long long)(TICK_MS % 1000) * 1000000;
+    nf->tick_op.fn = on_tick;
+    struct io_uring_sqe *sqe = rv_loop_sqe(nf->fe.loop, &nf->tick_op);
+    io_uring_prep_timeout(sqe, &nf->tick_ts, 0, 0);
+    nf->tick_pending = true;
+}
+
 /* ------------------------------------------------------------------ frontend ops */
 
 static int nbd_start(struct rv_frontend *fe)
@@ -935,12 +1034,13 @@ static int nbd_start(struct rv_frontend *fe)
         rv_info("volume %s: serving NBD on %s (export '%s')", fe->vol->meta.name,
                 nf->listeners[i].addr, nf->export_name);
     }
+    tick_arm(nf);
     return 0;
 }
 
 static void frontend_maybe_drained(struct nbd_frontend *nf)
 {
-    if (!nf->shutting_down || nf->drained_called || nf->conns)
+    if (!nf->shutting_down || nf->drained_called || nf->conns || nf->tick_pending)
         return;
     for (unsigned i = 0; i < nf->nlisteners; i++)
         if (nf->listeners[i].accept_pending)
@@ -981,6 +1081,10 @@ static void nbd_shutdown(struct rv_frontend *fe)
     nf->shutting_down = true;
     for (unsigned i = 0; i < nf->nlisteners; i++)
         listener_close(&nf->listeners[i]);
+    if (nf->tick_pending) {     /* its completion (-ECANCELED) sees shutting_down */
+        struct io_uring_sqe *sqe = rv_loop_sqe(nf->fe.loop, NULL);
+        io_uring_prep_timeout_remove(sqe, (uint64_t)(uintptr_t)&nf->tick_op, 0);
+    }
     stop_all_connections(nf, NULL);
     frontend_maybe_drained(nf);
 }
@@ -1048,6 +1152,11 @@ int rv_nbd_frontend_create(struct rv_frontend **out, struct rv_volume *vol,
     nf->fe.vol = vol;
     nf->fe.loop = loop;
     nf->opts = *opts;
+    if (!nf->opts.handshake_timeout_ms)
+        nf->opts.handshake_timeout_ms = HS_TIMEOUT_MS;
+    if (!nf->opts.send_timeout_ms)
+        nf->opts.send_timeout_ms = SEND_TIMEOUT_MS;
+    nf->buf_share = vol->pool.total_bytes / 4;
     for (unsigned i = 0; opts->listen[i]; i++) {
         if (i == MAX_LISTENERS) {
             free(nf);

@@ -45,7 +45,11 @@ void rv_bufpool_fini(struct rv_bufpool *p);
 /* A buffer of at least len bytes, or NULL when none is free right now (or
  * len > max_size). */
 void *rv_bufpool_get(struct rv_bufpool *p, size_t len);
+/* The same, from classes of at most max_class bytes only. */
+void *rv_bufpool_get_max(struct rv_bufpool *p, size_t len, size_t max_class);
 void rv_bufpool_put(struct rv_bufpool *p, void *buf);
+/* The size of the class buf came from (what it really holds of the pool). */
+size_t rv_bufpool_size(const struct rv_bufpool *p, const void *buf);
 
 /* Ask to be woken (once) when a buffer is returned. */
 void rv_bufpool_wait(struct rv_bufpool *p, struct rv_bufpool_waiter *w);

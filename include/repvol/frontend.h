@@ -53,6 +53,14 @@ struct rv_nbd_opts {
      * offered (NBD_HS_TLS_ON) or required (NBD_HS_TLS_REQUIRE). */
     struct rv_tls_ctx *tls;
     enum nbd_hs_tls tls_mode;
+    /* Bounds on clients that hold resources without making progress (0:
+     * the defaults, 10 s and 30 s).  A connection still in the option
+     * phase after handshake_timeout_ms is closed (it holds one of the
+     * max_connections places); so is one whose reply send has made no
+     * progress for send_timeout_ms (a client that never reads its replies
+     * pins the pool buffers of its READs). */
+    unsigned handshake_timeout_ms;
+    unsigned send_timeout_ms;
 };
 int rv_nbd_frontend_create(struct rv_frontend **out, struct rv_volume *vol,
                            struct rv_loop *loop, const struct rv_nbd_opts *opts);

@@ -332,6 +332,38 @@ static void test_bufpool(void)
     rv_bufpool_fini(&p);
 }
 
+/* rv_bufpool_get_max takes only classes up to the limit; rv_bufpool_size
+ * names the class a buffer came from (the NBD frontend's per-connection
+ * share of the pool is counted with it). */
+static void test_bufpool_get_max(void)
+{
+    struct rv_bufpool p;
+    CU_ASSERT_EQUAL_FATAL(rv_bufpool_init(&p, 1u << 20, 4u << 20), 0);
+    void *small = rv_bufpool_get_max(&p, 4096, 4096);
+    CU_ASSERT_PTR_NOT_NULL(small);
+    CU_ASSERT_EQUAL(rv_bufpool_size(&p, small), 4096);
+    CU_ASSERT_PTR_NULL(rv_bufpool_get_max(&p, 8192, 4096));     /* fits no allowed class */
+    /* Take every buffer of 256 KiB or less: get_max then finds nothing,
+     * while the unrestricted get still hands out a 1 MiB one. */
+    void *held[4096];
+    unsigned n = 0;
+    void *b;
+    while (n < RV_ARRAY_SIZE(held) && (b = rv_bufpool_get_max(&p, 1, 256u << 10)) != NULL) {
+        CU_ASSERT(rv_bufpool_size(&p, b) <= (256u << 10));
+        held[n++] = b;
+    }
+    CU_ASSERT(n > 0 && n < RV_ARRAY_SIZE(held));
+    b = rv_bufpool_get(&p, 1);
+    CU_ASSERT_PTR_NOT_NULL(b);
+    CU_ASSERT_EQUAL(rv_bufpool_size(&p, b), 1u << 20);
+    rv_bufpool_put(&p, b);
+    while (n > 0)
+        rv_bufpool_put(&p, held[--n]);
+    rv_bufpool_put(&p, small);
+    CU_ASSERT_EQUAL(rv_bufpool_size(&p, &n), 0);                  /* not from the pool */
+    rv_bufpool_fini(&p);
+}
+
 int main(void)
 {
     rv_log_init("test-backend", RV_LOG_ERROR);
@@ -344,6 +376,7 @@ int main(void)
         return CU_get_error();
     CU_pSuite s = CU_add_suite("backend", NULL, NULL);
     CU_add_test(s, "buffer pool", test_bufpool);
+    CU_add_test(s, "buffer pool: get_max and size", test_bufpool_get_max);
     CU_add_test(s, "read/write round trip, O_DIRECT", test_rw_direct);
     CU_add_test(s, "read/write round trip, buffered", test_rw_buffered);
     CU_add_test(s, "trim, write-zeroes, extents", test_trim_zero_extents);
