@@ -27,7 +27,8 @@
 # two images byte for byte identical (cmp), and every acknowledged write
 # of every run on the final primary's image (ack-checker verify; a block
 # that holds a later run's unacknowledged write instead is "in doubt", not
-# lost).  A summary table follows: faults by kind, writes acknowledged and
+# lost); likewise right after every promotion, through the new primary's
+# export, for everything acknowledged until then.  A summary table follows: faults by kind, writes acknowledged and
 # verified, losses (must be 0), bytes resynced.
 #
 # Bounded: the fault loop stops at --duration (default 180 s) or after
@@ -58,6 +59,7 @@ require_binaries
 require_cmd python3 python3
 require_cmd cmp diffutils
 require_cmd ip iproute2
+require_cmd nbdcopy libnbd-bin
 ACK_CHECKER=$abs_top_builddir/tests/helpers/ack-checker
 [ -x "$ACK_CHECKER" ] || fail "$ACK_CHECKER not built (make check builds it)"
 HAVE_FIO=yes
@@ -204,6 +206,22 @@ EOF
 nft_drop_off() { ip netns exec "${NODE_NS[A]}" nft delete table inet rvchaos; }
 on_exit "ip netns exec '${NODE_NS[A]}' nft delete table inet rvchaos"
 
+# failover_check N: right after a promotion, before anything else is
+# written, every write acknowledged so far (all runs) reads back through
+# node N's export (a later unacknowledged write in its place is in doubt).
+FAILOVER_CHECKS=0
+FAILOVER_CHECKED=0
+failover_check() {
+    local rc=0 out=$TEST_DIR/failover.$EPOCHS.out
+    tmo 60 nbdcopy "${NODE_URI[$1]}" "$TEST_DIR/export.raw" || fail "nbdcopy of $1's export failed"
+    tmo 60 "$ACK_CHECKER" verify --unacked-later-ok --log "$LOG" --image "$TEST_DIR/export.raw" >"$out" 2>&1 || rc=$?
+    rm -f "$TEST_DIR/export.raw"
+    [ "$rc" -eq 0 ] || { cat "$out" >&2; fail "acknowledged writes missing on $1 after failover (epoch $EPOCHS)"; }
+    FAILOVER_CHECKS=$((FAILOVER_CHECKS + 1))
+    FAILOVER_CHECKED=$((FAILOVER_CHECKED + $(sed -n 's/^\([0-9]*\) acknowledged writes checked.*/\1/p' "$out")))
+    note "failover check: $(grep 'acknowledged writes checked' "$out" | cut -d'(' -f1)on $1's export"
+}
+
 promote() {
     local n=$1 i out
     wait_not_connected "$n" 10
@@ -255,6 +273,7 @@ inject() {
         node_kill "$P"
         promote "$S"
         wait_export "$S"
+        failover_check "$S"
         local old=$P
         P=$S
         S=$old
@@ -348,6 +367,7 @@ print(n, int(tot))')"
     done
     printf '%-34s %s\n' "writes acknowledged (ack-checker)" "$ACKED in $RUNS runs"
     printf '%-34s %s\n' "writes verified on final primary" "${VERIFIED:-?} distinct blocks (${IN_DOUBT:-0} in doubt)"
+    printf '%-34s %s\n' "failover checks (after promotion)" "$FAILOVER_CHECKS, $FAILOVER_CHECKED acknowledged writes checked, 0 missing"
     printf '%-34s %s\n' "losses" "${LOSSES:-?}"
     printf '%-34s %s\n' "fio runs (verify)" "$FIO_RUNS: $FIO_WRITES writes, $FIO_READS verify reads, 0 errors"
     printf '%-34s %s\n' "resyncs completed / bytes resynced" "$RESYNCS / $RESYNC_BYTES (~$((RESYNC_BYTES >> 20)) MiB)"
