@@ -41,7 +41,7 @@ RSS0=$(vm VmRSS)
 FD0=$(nfds)
 BOUND_KB=$((RSS0 + 32 * 1024))
 if nm -D "$REPVOLD" 2>/dev/null | grep -q __asan_init; then
-    BOUND_KB=$((RSS0 + 256 * 1024))    # ASan: shadow memory and quarantine
+    BOUND_KB=$((RSS0 + 64 * 1024))    # ASan: shadow memory and quarantine
 fi
 info "baseline: VmRSS $((RSS0 / 1024)) MiB, $FD0 fds; bound on VmHWM: $((BOUND_KB / 1024)) MiB"
 MAX_RSS=$RSS0

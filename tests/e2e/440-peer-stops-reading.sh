@@ -36,7 +36,7 @@ nfds() { find "/proc/$PID/fd" -mindepth 1 -maxdepth 1 | wc -l; }
 RSS0=$(vm VmRSS)
 FD0=$(nfds)
 BOUND_KB=$((RSS0 + 32 * 1024))
-if nm -D "$REPVOLD" 2>/dev/null | grep -q __asan_init; then BOUND_KB=$((RSS0 + 256 * 1024)); fi
+if nm -D "$REPVOLD" 2>/dev/null | grep -q __asan_init; then BOUND_KB=$((RSS0 + 64 * 1024)); fi
 info "A at start: VmRSS $((RSS0 / 1024)) MiB, $FD0 fds; bound on VmHWM $((BOUND_KB / 1024)) MiB"
 
 for ((cycle = 1; cycle <= CYCLES; cycle++)); do
