@@ -94,6 +94,12 @@ struct peer_conn {
     struct rv_sendq_item pong_item;
     bool pong_queued;
     bool close_after_send;
+    /* Clean stop (see say_goodbye): */
+    struct rv_sendq_item bye_item;
+    bool bye_queued;            /* our GOODBYE is on its way */
+    bool input_stopped;         /* secondary stopping: no new requests taken */
+    bool outdating;             /* secondary stopping: Outdated being committed */
+    bool peer_goodbye;          /* the peer said GOODBYE: its close is planned */
     /* primary: legs sent and awaiting the peer's answer */
     struct rv_peer_leg *legs_head, *legs_tail;
     unsigned legs;
@@ -170,7 +176,9 @@ struct rv_peer {
      * write sizes. */
     uint8_t *ring;
     size_t ring_head;
-    bool draining;                      /* clean stop: waiting for mode-A frames to land */
+    bool draining;                      /* clean stop: waiting for mode-A frames to land
+                                         * and for our GOODBYE to go out */
+    bool goodbye_pending;
     uint64_t drain_deadline_ns;
     struct async_frame *async_frames, *async_free;
     struct async_frame *async_head, *async_tail;    /* outstanding, oldest first */
@@ -184,6 +192,7 @@ static void pc_close(struct peer_conn *pc, const char *why);
 static void pc_maybe_free(struct peer_conn *pc);
 static void fence_peer(struct rv_peer *p);
 static void peer_shutdown_finish(struct rv_peer *p);
+static void say_goodbye(struct rv_peer *p);
 static void peer_maybe_shutdown_done(struct rv_peer *p);
 static void pc_process(struct peer_conn *pc);
 
@@ -945,7 +954,7 @@ static void resume_cb(struct rv_op *op, int res)
         return;
     }
     pc_process(pc);
-    if (!pc->paused && pc->state != PC_CLOSING)
+    if (!pc->paused && !pc->input_stopped && pc->state != PC_CLOSING)
         rv_sockconn_read(&pc->sc);
 }
 
@@ -1069,6 +1078,8 @@ static void pc_process(struct peer_conn *pc)
             rreq_submit(pc, rr);
             continue;
         }
+        if (pc->input_stopped)
+            return;             /* stopping: the primary resends what we leave */
         struct rv_repl_hdr h;
         int n = rv_repl_decode_hdr(sc->rbuf + sc->rpos, avail, &h);
         if (n == 0)
@@ -1135,6 +1146,12 @@ static void pc_process(struct peer_conn *pc)
         case RV_REPL_T_PING:
             sc->rpos += RV_REPL_HDR_SIZE;
             send_ping(pc, RV_REPL_T_PONG, h.seq);
+            continue;
+        case RV_REPL_T_GOODBYE:
+            sc->rpos += RV_REPL_HDR_SIZE;
+            pc->peer_goodbye = true;
+            rv_info("volume %s: peer %s is stopping cleanly%s", p->v->meta.name, pc->addr,
+                    pc->remote.role == RV_ROLE_PRIMARY ? "" : " (its copy is now marked Outdated)");
             continue;
         case RV_REPL_T_BITMAP:
             sc->rpos += RV_REPL_HDR_SIZE + h.payload_len;
@@ -1268,6 +1285,16 @@ static void pc_close(struct peer_conn *pc, const char *why)
         /* Our own clean stop: every client request was answered with the
          * peer's acknowledgement, so the copies are still the same. */
         p->disconnects++;
+    } else if (was_connected && pc->peer_goodbye) {
+        /* The peer stopped cleanly.  A secondary outdated its copy first,
+         * so it cannot be promoted behind our back: no fencing needed.
+         * Writes from now on are recorded for its return as after a loss. */
+        p->disconnects++;
+        snprintf(p->last_error, sizeof p->last_error, "peer %s stopped cleanly%s", pc->addr,
+                 pc->remote.role == RV_ROLE_PRIMARY ? "" : " (its copy is marked Outdated)");
+        rv_info("volume %s: %s%s", p->v->meta.name, p->last_error,
+                p->v->role == RV_ROLE_PRIMARY ? "; continuing without it, recording what it misses" : "");
+        rv_volume_peer_lost(p->v);
     } else if (was_connected) {
         p->disconnects++;
         if (why && !strstr(why, "peer failed"))
@@ -1457,7 +1484,10 @@ static void peer_tick(struct rv_op *op, int res)
     struct rv_peer *p = RV_CONTAINER_OF(op, struct rv_peer, tick_op);
     p->tick_pending = false;
     if (p->draining) {
-        if (p->async_outstanding == 0 || !p->conn || rv_now_ns() > p->drain_deadline_ns) {
+        if (p->goodbye_pending)
+            say_goodbye(p);
+        if ((p->async_outstanding == 0 && !p->goodbye_pending) || !p->conn ||
+            rv_now_ns() > p->drain_deadline_ns) {
             peer_shutdown_finish(p);
             peer_maybe_shutdown_done(p);
             return;
@@ -1616,17 +1646,97 @@ static void peer_maybe_shutdown_done(struct rv_peer *p)
 
 static void peer_shutdown_finish(struct rv_peer *p);
 
+/* ------------------------------------------------------------ clean stop
+ *
+ * A node that stops cleanly sends GOODBYE before closing, so the peer can
+ * tell maintenance from a failure.  A secondary first stops taking
+ * requests, lets those it has finish (their ACKs go out first), and marks
+ * its copy Outdated durably: the primary keeps writing without it, so it
+ * must not be promoted without --force, which is what fencing would have
+ * ensured; with that done the primary skips the fence-peer handler.  A
+ * primary's GOODBYE comes after every client write was answered, so its
+ * secondary stays UpToDate.  Without GOODBYE (crash, cut link) nothing
+ * changes: the close is a loss. */
+static void bye_sent(struct rv_sendq_item *it, int err)
+{
+    struct peer_conn *pc = RV_CONTAINER_OF(it, struct peer_conn, bye_item);
+    (void)err;
+    pc->p->goodbye_pending = false;     /* the drain in peer_tick ends the stop */
+}
+
+static void send_goodbye(struct peer_conn *pc)
+{
+    struct rv_repl_hdr h = { .type = RV_REPL_T_GOODBYE };
+    rv_repl_encode_hdr(pc->bye_item.hdr, &h);
+    pc->bye_item.hdr_len = RV_REPL_HDR_SIZE;
+    pc->bye_item.data = NULL;
+    pc->bye_item.data_len = 0;
+    pc->bye_item.done = bye_sent;
+    pc->bye_queued = true;
+    rv_sockconn_send(&pc->sc, &pc->bye_item);
+}
+
+static void goodbye_outdated(struct rv_volume *v, int err)
+{
+    struct rv_peer *p = v->peer;
+    struct peer_conn *pc = p ? p->conn : NULL;
+    if (pc)
+        pc->outdating = false;
+    if (err < 0) {
+        /* Not durably Outdated: no GOODBYE, so the primary treats the
+         * close as a loss (and fences, if it was told to). */
+        rv_err("volume %s: marking the copy Outdated before stopping failed: %s", v->meta.name,
+               strerror(-err));
+        if (p)
+            p->goodbye_pending = false;
+        return;
+    }
+    rv_info("volume %s: copy marked Outdated (stopping while the primary runs on)", v->meta.name);
+    if (pc && pc->state == PC_CONNECTED && p->goodbye_pending)
+        send_goodbye(pc);
+}
+
+static void say_goodbye(struct rv_peer *p)
+{
+    struct peer_conn *pc = p->conn;
+    if (!pc || pc->state != PC_CONNECTED) {
+        p->goodbye_pending = false;
+        return;
+    }
+    if (pc->bye_queued || pc->outdating)
+        return;
+    if (p->v->role != RV_ROLE_PRIMARY) {
+        if (pc->busy > 0 || pc->payload)
+            return;             /* peer_tick asks again */
+        if (p->v->meta.disk_state == RV_DISK_UPTODATE) {
+            p->v->meta.disk_state = RV_DISK_OUTDATED;
+            pc->outdating = true;
+            rv_volume_meta_commit(p->v, goodbye_outdated);
+            return;
+        }
+    }
+    send_goodbye(pc);
+}
+
 void rv_peer_shutdown(struct rv_peer *p, void (*done)(void *arg), void *arg)
 {
     p->shutting_down = true;
     p->shutdown_done = done;
     p->shutdown_arg = arg;
-    if (p->conn && p->conn->state == PC_CONNECTED && p->async_outstanding > 0 && p->tick_pending) {
-        /* Mode A acknowledged these writes to clients already: give them a
-         * chance to land (bounded by the peer timeout); what doesn't is
-         * recorded as dirty when the link closes. */
-        rv_info("volume %s: waiting up to %u ms for %u queued write(s) to reach the peer", p->v->meta.name,
-                p->o.timeout_ms, p->async_outstanding);
+    if (p->conn && p->conn->state == PC_CONNECTED && p->tick_pending) {
+        /* Tell the peer this is a planned stop (say_goodbye).  Mode A also
+         * acknowledged writes to clients already: give them a chance to
+         * land; what doesn't is recorded as dirty when the link closes.
+         * Both bounded by the peer timeout (peer_tick ends the drain). */
+        if (p->async_outstanding > 0)
+            rv_info("volume %s: waiting up to %u ms for %u queued write(s) to reach the peer", p->v->meta.name,
+                    p->o.timeout_ms, p->async_outstanding);
+        p->goodbye_pending = true;
+        if (p->v->role != RV_ROLE_PRIMARY) {
+            p->conn->input_stopped = true;
+            rv_sockconn_pause(&p->conn->sc);
+        }
+        say_goodbye(p);
         p->draining = true;
         p->drain_deadline_ns = rv_now_ns() + (uint64_t)p->o.timeout_ms * 1000000u;
         return;

@@ -87,6 +87,7 @@ static const struct type_rule type_rules[] = {
     { RV_REPL_T_NACK,   "NACK",   RANGE_NONE,  STATUS_ERRNO, false, 0, 0, 0 },
     { RV_REPL_T_PING,   "PING",   RANGE_NONE,  STATUS_ZERO,  false, 0, 0, 0 },
     { RV_REPL_T_PONG,   "PONG",   RANGE_NONE,  STATUS_ZERO,  false, 0, 0, 0 },
+    { RV_REPL_T_GOODBYE, "GOODBYE", RANGE_NONE, STATUS_ZERO, false, 0, 0, 0 },
     { RV_REPL_T_RESYNC_WRITE, "RESYNC_WRITE", RANGE_REQ, STATUS_ANY, true,
       1, RV_REPL_MAX_PAYLOAD, RV_REPL_F_FUA },
     { RV_REPL_T_RESYNC_REQ, "RESYNC_REQ", RANGE_REQ, STATUS_ANY, false, 0, 0, 0 },

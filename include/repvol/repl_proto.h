@@ -42,6 +42,10 @@
  *   21 NACK            no     0                                -
  *   30 PING            no     0                                -
  *   31 PONG            no     0                                -
+ *   32 GOODBYE         no     0                                -
+ *      (the sender stops cleanly: nothing but ACKs for requests it already
+ *      had follows.  From a secondary: its copy is durably marked Outdated
+ *      first, so the primary need not fence it.)
  *   reserved for resync (decoded as valid; semantics come with resync):
  *   40 RESYNC_WRITE    yes    == length, <= 32 MiB             FUA
  *   41 RESYNC_REQ      yes    0 (asks the peer to send a range) -
@@ -126,6 +130,7 @@ enum rv_repl_type {
     RV_REPL_T_NACK         = 21,
     RV_REPL_T_PING         = 30,
     RV_REPL_T_PONG         = 31,
+    RV_REPL_T_GOODBYE      = 32,
     /* reserved for resync */
     RV_REPL_T_RESYNC_WRITE = 40,
     RV_REPL_T_RESYNC_REQ   = 41,

@@ -64,6 +64,7 @@ static const struct model_type model_types[] = {
     { RV_REPL_T_NACK, R_NONE, S_ERRNO, false, 0, 0, 0 },
     { RV_REPL_T_PING, R_NONE, S_ZERO, false, 0, 0, 0 },
     { RV_REPL_T_PONG, R_NONE, S_ZERO, false, 0, 0, 0 },
+    { RV_REPL_T_GOODBYE, R_NONE, S_ZERO, false, 0, 0, 0 },
     { RV_REPL_T_RESYNC_WRITE, R_REQ, S_ANY, true, 1, 32 * MiB, RV_REPL_F_FUA },
     { RV_REPL_T_RESYNC_REQ, R_REQ, S_ANY, false, 0, 0, 0 },
     { RV_REPL_T_BITMAP, R_ANY, S_ANY, false, 0, MiB, 0 },

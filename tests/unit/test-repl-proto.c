@@ -72,6 +72,7 @@ static const struct {
     { RV_REPL_T_NACK, "NACK", 0, 0, 0, 0, 0, 1 },
     { RV_REPL_T_PING, "PING", 0, 0, 0, 0, 0, 0 },
     { RV_REPL_T_PONG, "PONG", 0, 0, 0, 0, 0, 0 },
+    { RV_REPL_T_GOODBYE, "GOODBYE", 0, 0, 0, 0, 0, 0 },
     { RV_REPL_T_RESYNC_WRITE, "RESYNC_WRITE", 1, 1, 32 * MiB, 1, RV_REPL_F_FUA, 2 },
     { RV_REPL_T_RESYNC_REQ, "RESYNC_REQ", 1, 0, 0, 0, 0, 2 },
     { RV_REPL_T_BITMAP, "BITMAP", 2, 0, MiB, 0, 0, 2 },
@@ -346,7 +347,7 @@ static void test_hdr_payload_bounds(void)
     }
     /* No payload, no range. */
     static const uint16_t bare[] = { RV_REPL_T_FLUSH, RV_REPL_T_ACK, RV_REPL_T_NACK,
-                                     RV_REPL_T_PING, RV_REPL_T_PONG };
+                                     RV_REPL_T_PING, RV_REPL_T_PONG, RV_REPL_T_GOODBYE };
     for (size_t k = 0; k < RV_ARRAY_SIZE(bare); k++) {
         size_t i = type_index(bare[k]);
         CU_ASSERT_EQUAL(dec_with(i, 0, 0), RV_REPL_HDR_SIZE);
@@ -459,7 +460,7 @@ static void test_hdr_fields(void)
     CU_ASSERT_EQUAL(enc_dec(&h, &out), RV_REPL_HDR_SIZE);
     CU_ASSERT_EQUAL(out.status, ENOSPC);
     static const uint16_t zero_status[] = { RV_REPL_T_WRITE, RV_REPL_T_FLUSH, RV_REPL_T_TRIM,
-                                            RV_REPL_T_ZERO, RV_REPL_T_PING, RV_REPL_T_PONG };
+                                            RV_REPL_T_ZERO, RV_REPL_T_PING, RV_REPL_T_PONG, RV_REPL_T_GOODBYE };
     for (size_t k = 0; k < RV_ARRAY_SIZE(zero_status); k++) {
         h = valid_hdr(type_index(zero_status[k]));
         h.status = 1;
@@ -472,7 +473,7 @@ static void test_hdr_fields(void)
     }
     /* offset on types without a range */
     static const uint16_t bare[] = { RV_REPL_T_FLUSH, RV_REPL_T_ACK, RV_REPL_T_NACK,
-                                     RV_REPL_T_PING, RV_REPL_T_PONG };
+                                     RV_REPL_T_PING, RV_REPL_T_PONG, RV_REPL_T_GOODBYE };
     for (size_t k = 0; k < RV_ARRAY_SIZE(bare); k++) {
         h = valid_hdr(type_index(bare[k]));
         h.offset = 4096;
