@@ -125,6 +125,8 @@ static void fail(struct rv_tlsio *t, int err)
     }
 }
 
+/* Ring completions: record what happened, then let pump() move things on
+ * (-EINTR/-EAGAIN just retry). */
 static void on_crecv(struct rv_op *op, int res)
 {
     struct rv_tlsio *t = RV_CONTAINER_OF(op, struct rv_tlsio, crecv_op);
@@ -133,16 +135,12 @@ static void on_crecv(struct rv_op *op, int res)
         maybe_free(t);
         return;
     }
-    if (res == -EINTR || res == -EAGAIN) {
-        pump(t);
-        return;
-    }
-    if (res <= 0) {
-        t->sock_eof = true;
-        t->sock_err = res;
-    } else {
+    if (res > 0) {
         RV_MARK_DEFINED(t->cin + t->cin_len, (size_t)res);
         t->cin_len += (uint32_t)res;
+    } else if (res != -EINTR && res != -EAGAIN) {
+        t->sock_eof = true;
+        t->sock_err = res;
     }
     pump(t);
 }
@@ -155,17 +153,12 @@ static void on_csend(struct rv_op *op, int res)
         maybe_free(t);
         return;
     }
-    if (res == -EINTR || res == -EAGAIN) {
-        pump(t);
-        return;
-    }
-    if (res <= 0) {
+    if (res > 0) {
+        rv_tls_ciphertext_consumed(t->tls, (size_t)res);
+    } else if (res != -EINTR && res != -EAGAIN) {
         t->sock_err = res < 0 ? res : -EPIPE;
         fail(t, t->sock_err);
-        pump(t);
-        return;
     }
-    rv_tls_ciphertext_consumed(t->tls, (size_t)res);
     pump(t);
 }
 
