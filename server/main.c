@@ -54,6 +54,7 @@ struct daemon {
     unsigned fe_live;           /* frontends not yet drained during shutdown */
     struct rv_op ublk_gone_op;  /* destroy a detached ublk frontend, from the loop */
     struct rv_frontend *ublk_dead;  /* detached, to be destroyed */
+    struct rv_ublk_opts ublk_opts;  /* --ublk-* options, for --ublk and 'repvol attach' */
     struct rv_control *control;
     struct rv_peer *peer;
     int sigfd;
@@ -307,7 +308,6 @@ static int cmd_outdate(void *ctx, int argc, char **argv, struct rv_strbuf *out)
 
 static void ublk_started(struct rv_frontend *fe, int err);
 static void ublk_drained(struct rv_frontend *fe);
-static struct rv_ublk_opts ublk_opts;   /* set once by main() before the loop runs */
 
 /* "ublk": the device path, or "none". */
 static int cmd_ublk(void *ctx, int argc, char **argv, struct rv_strbuf *out)
@@ -332,8 +332,8 @@ static int ublk_attach(struct daemon *d)
                rv_role_name(d->vol.role));
         return -EPERM;
     }
-    ublk_opts.readonly = d->vol.readonly;
-    int r = rv_ublk_frontend_create(&d->ublk, &d->vol, &d->loop, &ublk_opts);
+    d->ublk_opts.readonly = d->vol.readonly;
+    int r = rv_ublk_frontend_create(&d->ublk, &d->vol, &d->loop, &d->ublk_opts);
     if (r < 0) {
         d->ublk = NULL;
         return r;
@@ -707,8 +707,8 @@ int main(int argc, char **argv)
     struct rv_nbd_opts nopts = { .max_connections = 64, .max_inflight = 128 };
     struct rv_peer_opts popts = { .mode = RV_MODE_C, .timeout_ms = 6000, .ping_ms = 1000 };
     bool want_mlock = true, force_primary = false, want_ublk = false;
-    ublk_opts = (struct rv_ublk_opts){ .nr_queues = 2, .queue_depth = 64, .max_io = 512u << 10,
-                                       .dev_id = -1, .recovery = true };
+    struct rv_ublk_opts ublk_opts = { .nr_queues = 2, .queue_depth = 64, .max_io = 512u << 10,
+                                      .dev_id = -1, .recovery = true };
     struct tls_opts tlso = { .nbd_mode = -1 };
     enum rv_log_level level = RV_LOG_INFO;
     uint64_t n;
@@ -927,6 +927,7 @@ int main(int argc, char **argv)
 
     static struct daemon d;   /* static: large (volume path buffers), lives as long as the process */
     d.sigfd = -1;
+    d.ublk_opts = ublk_opts;
     int r = rv_loop_init(&d.loop, 1024);
     if (r < 0)
         return 1;

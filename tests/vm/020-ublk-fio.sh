@@ -2,7 +2,8 @@
 # ublk in the 6.12 guest: fio with verify=crc32c on /dev/ublkb0 (random
 # writes of mixed sizes at QD32 over two queues, FUA writes, sequential 1M),
 # DISCARD and WRITE_ZEROES read back as zeroes, data outside them intact;
-# the image file holds exactly what the device showed.
+# the image file holds exactly what the device showed; the same fio check
+# with UBLK_F_USER_COPY; SIGTERM under load removes the device and exits 0.
 . "$(dirname "$0")/vm-functions.sh"
 guest=$(mktemp /tmp/vm-guest.XXXXXX)
 trap 'rm -f "$guest"' EXIT
@@ -57,6 +58,29 @@ dd if="$dev" of=$GDIR/devcopy bs=1M iflag=direct 2>/dev/null
 stop_daemon a
 dev_gone "$dev"
 same_data $GDIR/devcopy $GDIR/a.img $SIZE
+
+gstep "UBLK_F_USER_COPY (--ublk-user-copy): fio randrw with verify"
+start_daemon u --volume $GDIR/a.img --ublk --ublk-user-copy --ublk-queues 1 --ublk-depth 32
+dev=$(wait_dev u)
+grep -q "user-copy" $GDIR/u.log || gfail "the device was not created with UBLK_F_USER_COPY"
+run_fio ucopy --rw=randrw --bsrange=4k-256k --iodepth=16 --size=32M
+stop_daemon u
+dev_gone "$dev"
+
+gstep "SIGTERM while fio writes: requests in flight finish, device removed, exit 0"
+start_daemon t --volume $GDIR/a.img --ublk
+dev=$(wait_dev t)
+fio --name=load --filename="$dev" --direct=1 --ioengine=io_uring --rw=randwrite --bs=4k --iodepth=32 \
+    --size=32M --time_based --runtime=30 --output=$GDIR/load.fio >/dev/null 2>&1 &
+fio_pid=$!
+sleep 1.5
+stop_daemon t
+dev_gone "$dev"
+i=0
+while kill -0 $fio_pid 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+kill -0 $fio_pid 2>/dev/null && gfail "fio still running 30 s after the device went away"
+wait $fio_pid
+grep -q "removed /dev/ublkb" $GDIR/t.log || gfail "no removal in the log"
 echo "GUEST PASS"
 GUEST
 vm_run "$guest" || exit $?
