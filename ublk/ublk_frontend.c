@@ -367,6 +367,7 @@ static void *queue_main(void *arg)
 /* ------------------------------------------------------------ loop side */
 
 static void tag_done(struct rv_req *req);
+static void maybe_drained(struct ublk_frontend *uf);
 
 /* Loop: a request from a queue thread. */
 static void tag_submit(struct rv_op *op, int res)
@@ -420,6 +421,10 @@ static void tag_done(struct rv_req *req)
     struct io_uring_sqe *sqe = rv_loop_sqe(uf->fe.loop, &t->msg_err_op);
     io_uring_prep_msg_ring(sqe, q->ring.ring_fd, (unsigned)res, UD_COMMIT | t->tag, 0);
     sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    /* (Normally STOP_DEV waits for every request; this covers a queue
+     * thread that had to be told to exit with requests still here.) */
+    if (uf->shutting_down && uf->inflight == 0)
+        maybe_drained(uf);
 }
 
 /* ------------------------------------------------------------ control thread */
@@ -703,6 +708,15 @@ static int try_recover(struct ublk_frontend *uf, int id, uint64_t tag)
             return -EBUSY;
         }
         usleep(50 * 1000);
+    }
+    struct rv_ublk_params p;
+    memset(&p, 0, sizeof p);
+    p.len = sizeof p;
+    r = ctrl_cmd(uf, RV_UBLK_CMD_GET_PARAMS, (uint32_t)id, &p, sizeof p, 0);
+    if (r >= 0 && p.basic.dev_sectors != uf->fe.vol->size >> 9) {
+        rv_err("ublk dev %d has %" PRIu64 " sectors, the volume %" PRIu64 ": not recovering it", id,
+               (uint64_t)p.basic.dev_sectors, uf->fe.vol->size >> 9);
+        return -EINVAL;
     }
     for (unsigned waited = 0;; waited += 50) {
         r = ctrl_cmd(uf, RV_UBLK_CMD_START_USER_RECOVERY, (uint32_t)id, NULL, 0, 0);
