@@ -10,7 +10,8 @@
 # absolute numbers are meaningless, the ratios are what to read.
 #
 #   make bench-vm   or   abs_top_builddir=build bash tests/vm/bench-frontends.sh
-# Environment: BENCH_RUNTIME (seconds per job, default 4), BENCH_SIZE_MB (128).
+# Environment: BENCH_RUNTIME (seconds per job, default 4), BENCH_SIZE_MB (128),
+# BENCH_TARGETS (default "ublk nbd loop"; also ublk-ucopy: --ublk-user-copy).
 . "$(dirname "$0")/vm-functions.sh"
 VM_TIMEOUT=${VM_TIMEOUT:-600}
 guest=$(mktemp /tmp/vm-guest.XXXXXX)
@@ -18,6 +19,7 @@ trap 'rm -f "$guest"' EXIT
 {
     echo "RT=${BENCH_RUNTIME:-4}"
     echo "MB=${BENCH_SIZE_MB:-128}"
+    echo "TARGETS='${BENCH_TARGETS:-ublk nbd loop}'"
     cat <<'GUEST'
 . /vmtest/guest-lib.sh
 SIZE=$((MB << 20))
@@ -40,37 +42,54 @@ suite() {
     job "$1" "$2" read 1M
 }
 
-gstep "ublk"
-start_daemon u --volume $GDIR/a.img --ublk --ublk-queues 2 --ublk-depth 64
-dev=$(wait_dev u)
-suite ublk "$dev" | tee -a $GDIR/results
-stop_daemon u
-dev_gone "$dev"
+bench_ublk() {   # NAME ARGS...
+    n=$1
+    shift
+    gstep "$n: repvold --ublk $*"
+    start_daemon $n --volume $GDIR/a.img --ublk --ublk-queues 2 --ublk-depth 64 "$@"
+    dev=$(wait_dev $n)
+    suite $n "$dev" | tee -a $GDIR/results
+    stop_daemon $n
+    dev_gone "$dev"
+}
+for target in $TARGETS; do
+    case $target in
+    ublk) bench_ublk ublk ;;
+    ublk-ucopy) bench_ublk ublk-ucopy --ublk-user-copy ;;
+    nbd)
+        gstep "nbd: kernel nbd-client -> repvold (TCP on the guest loopback)"
+        start_daemon n --volume $GDIR/a.img --listen tcp:127.0.0.1:10809
+        wait_ctl n
+        nbd-client -b 4096 127.0.0.1 10809 /dev/nbd0 -N a || gfail "nbd-client"
+        suite nbd /dev/nbd0 | tee -a $GDIR/results
+        nbd-client -d /dev/nbd0 >/dev/null
+        stop_daemon n
+        ;;
+    loop)
+        gstep "loop: the kernel's loop driver on the image file"
+        /usr/sbin/losetup --sizelimit $SIZE -f --show $GDIR/a.img >$GDIR/loopdev || gfail "losetup"
+        loopdev=$(cat $GDIR/loopdev)
+        suite loop "$loopdev" | tee -a $GDIR/results
+        /usr/sbin/losetup -d "$loopdev"
+        ;;
+    *) gfail "unknown target $target" ;;
+    esac
+done
 
-gstep "kernel nbd-client -> repvold"
-start_daemon n --volume $GDIR/a.img --listen tcp:127.0.0.1:10809
-wait_ctl n
-nbd-client -b 4096 -C 2 127.0.0.1 10809 /dev/nbd0 -N a >/dev/null 2>&1 ||
-    nbd-client -b 4096 127.0.0.1 10809 /dev/nbd0 -N a || gfail "nbd-client"
-suite nbd /dev/nbd0 | tee -a $GDIR/results
-nbd-client -d /dev/nbd0 >/dev/null
-stop_daemon n
-
-gstep "kernel loop on the image"
-/usr/sbin/losetup --sizelimit $SIZE -f --show $GDIR/a.img >$GDIR/loopdev || gfail "losetup"
-loopdev=$(cat $GDIR/loopdev)
-suite loop "$loopdev" | tee -a $GDIR/results
-/usr/sbin/losetup -d "$loopdev"
-
-gstep "ratios (ublk / other; > 1: ublk faster)"
-awk '$1 == "RESULT" { v[$2 " " $3] = ($3 ~ /^(read|write)$/) ? $5 : $4; unit[$3] = ($3 ~ /^(read|write)$/) ? "MB/s" : "IOPS" }
+gstep "results and ratios (ublk / other; > 1: ublk faster); 4k jobs in IOPS, 1M jobs in MB/s"
+awk -v targets="$TARGETS" '$1 == "RESULT" { v[$2 " " $3] = ($3 ~ /^(read|write)$/) ? $5 : $4 }
      END {
-        n = split("randwrite randread write read", jobs, " ")
-        printf "%-10s %12s %12s %12s %10s %10s\n", "job", "ublk", "nbd", "loop", "ublk/nbd", "ublk/loop"
+        nt = split(targets, t, " "); n = split("randwrite randread write read", jobs, " ")
+        printf "%-10s", "job"
+        for (k = 1; k <= nt; k++) printf " %10s", t[k]
+        for (k = 1; k <= nt; k++) if (t[k] != "ublk" && v["ublk randwrite"] != "") printf " %14s", "ublk/" t[k]
+        printf "\n"
         for (i = 1; i <= n; i++) {
-            j = jobs[i]; u = v["ublk " j]; b = v["nbd " j]; l = v["loop " j]
-            printf "%-10s %10.0f %-4s %7.0f %-4s %7.0f %-4s %8.2f %10.2f\n", j, u, unit[j], b, "", l, "", \
-                (b > 0 ? u / b : 0), (l > 0 ? u / l : 0)
+            j = jobs[i]; printf "%-10s", (j == "write" || j == "read") ? "seq" j " 1M" : j " 4k"
+            for (k = 1; k <= nt; k++) printf " %10.0f", v[t[k] " " j]
+            for (k = 1; k <= nt; k++) if (t[k] != "ublk" && v["ublk randwrite"] != "")
+                printf " %14.2f", (v[t[k] " " j] > 0 ? v["ublk " j] / v[t[k] " " j] : 0)
+            printf "\n"
         }
      }' $GDIR/results
 echo "GUEST PASS"
