@@ -21,6 +21,21 @@ ginfo "write_cache: $wc, fua: $(cat /sys/block/ublkb0/queue/fua), discard max: $
 [ "$wc" = "write back" ] || gfail "write cache '$wc': the kernel would not send FLUSH"
 [ "$(cat /sys/block/ublkb0/queue/fua)" = 1 ] || gfail "FUA not advertised"
 
+gstep "a second volume asking for the same device id is refused, the first is unaffected"
+repvol create --size 16M $GDIR/other.img >/dev/null
+for extra in "" --ublk-no-recovery; do
+    # With recovery it looks at device 0 as a crashed daemon's and sees another
+    # volume's mark; without, ADD_DEV finds the id taken.
+    repvold --no-mlock --volume $GDIR/other.img --ublk --ublk-id 0 $extra --control $GDIR/o.ctl >$GDIR/o.out 2>$GDIR/o.log
+    rc=$?
+    [ $rc = 1 ] || gfail "second daemon for ublk id 0 ($extra) exited $rc"
+    msg=$(grep -E "belongs to another volume|ADD_DEV.*File exists" $GDIR/o.log) || gfail "unclear refusal: $(cat $GDIR/o.log)"
+    ginfo "refused: ${msg#*]: }"
+    [ ! -s $GDIR/o.out ] || gfail "it printed a device: $(cat $GDIR/o.out)"
+done
+[ "$(cat /sys/block/ublkb0/size)" = $((SIZE / 512)) ] || gfail "ublkb0 changed"
+alive a || gfail "daemon a died"
+
 gstep "mkfs.ext4, mount, write, remount, cmp, e2fsck"
 rand_file $GDIR/f1 $((8 << 20))
 mkfs.ext4 -q -F "$dev" || gfail "mkfs.ext4"

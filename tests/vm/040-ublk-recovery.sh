@@ -5,7 +5,8 @@
 #     mark and re-attaches; fio finishes and its verify passes.
 #  2. the same with a mounted ext4 being written: after the restart the
 #     writes complete, files compare equal, e2fsck is clean.
-#  3. a device whose daemon is gone for good: 'repvol detach --id' removes it.
+#  3. --ublk-no-recovery: the device goes away with a killed daemon.
+#  4. a device whose daemon is gone for good: 'repvol detach --id' removes it.
 . "$(dirname "$0")/vm-functions.sh"
 guest=$(mktemp /tmp/vm-guest.XXXXXX)
 trap 'rm -f "$guest"' EXIT
@@ -62,6 +63,15 @@ umount /mnt/u || gfail "umount"
 e2fsck -fn "$dev" || gfail "e2fsck after the crash"
 dmesg | grep -iE "ext4.*error|I/O error|blk_update_request" && gfail "the kernel saw I/O errors"
 ginfo "8 files intact, e2fsck clean, no I/O errors in dmesg"
+
+gstep "a daemon with --ublk-no-recovery takes its device with it"
+repvol create --size 16M $GDIR/n.img >/dev/null
+start_daemon n --volume $GDIR/n.img --ublk --ublk-no-recovery --ublk-id 1
+dev1=$(wait_dev n)
+grep -q "flags ioctl-encode" $GDIR/n.log || gfail "recovery flags set anyway: $(grep serving $GDIR/n.log)"
+kill9 n
+dev_gone "$dev1"
+ginfo "$dev1 gone with its daemon"
 
 gstep "a device whose daemon is gone for good: repvol detach --id 0"
 kill9 a
