@@ -13,7 +13,8 @@
 #
 # Environment: abs_top_builddir / abs_top_srcdir (set by make), VMTEST_DIR
 # (kernel cache, default /tmp/vmtest), VM_TIMEOUT (default 300 s per boot),
-# VM_KEEP_LOG=1 (keep console logs in the build dir even on success).
+# VM_KERNEL_PKG (Debian kernel package, default the runner's 6.12 cloud
+# kernel).  Console logs: build/tests/vm/NAME.console.log.
 set -uo pipefail
 export LC_ALL=C
 
@@ -52,6 +53,7 @@ vm_run() {
     )
     [ -x /usr/sbin/blkdiscard ] && files+=(-f /usr/sbin/blkdiscard:/usr/sbin/blkdiscard)
     [ -x /usr/sbin/losetup ] && files+=(-f /usr/sbin/losetup:/usr/sbin/losetup)
+    [ -n "${VM_KERNEL_PKG:-}" ] && files+=(--kernel-pkg "$VM_KERNEL_PKG")
     printf '=== %s: booting the 6.12 kernel guest (TCG; timeout %ss)\n' "$VM_TEST_NAME" "$VM_TIMEOUT"
     VMTEST_LOG=$log bash "$VM_RUNNER" --nbd-tools --timeout "$VM_TIMEOUT" "${files[@]}" "$@" -s "$script" \
         2>"$log.runner" || rc=$?
