@@ -57,20 +57,9 @@ done
 
 skip() { echo "SKIP: $*"; exit 77; }
 
-if ! command -v spin >/dev/null 2>&1; then
-    # Debian package 'spin'; only when we may install without asking.
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "check.sh: spin not found: apt-get install -y spin"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y spin >/dev/null 2>&1 ||
-            { DEBIAN_FRONTEND=noninteractive apt-get update >/dev/null 2>&1 &&
-              DEBIAN_FRONTEND=noninteractive apt-get install -y spin >/dev/null 2>&1; }
-    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-        echo "check.sh: spin not found: sudo apt-get install -y spin"
-        sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y spin >/dev/null 2>&1
-    fi
-    command -v spin >/dev/null 2>&1 ||
-        skip "the spin model checker is not installed and could not be installed (Debian: apt-get install spin)"
-fi
+# (tests/install-deps.sh installs spin; a test run never downloads anything)
+command -v spin >/dev/null 2>&1 ||
+    skip "the spin model checker is not installed (Debian: apt-get install spin; or tests/install-deps.sh)"
 CC=${CC:-cc}
 command -v "$CC" >/dev/null 2>&1 || CC=gcc
 command -v "$CC" >/dev/null 2>&1 || skip "no C compiler to build the spin verifiers"
@@ -84,57 +73,96 @@ fi
 
 # ---------------------------------------------------------------- runs
 
-# The proposed fixes (README.md, "Findings"): C = mode C with fencing.
-FIX_C="-DFENCE=1 -DFIX_FENCE_ALL -DFIX_SAME_GEN_STATE -DFIX_HELLO_STABLE -DFIX_MARK_AT_ISSUE \
--DFIX_FULL_SYNC_HOLES -DFIX_SAME_GEN_BITMAP -DFIX_OUTDATE_DURABLE -DFIX_META_CB -DFIX_SD_LOST -DFIX_AHEAD_GEN"
-FIX_AB="-DFIX_SAME_GEN_STATE -DFIX_HELLO_STABLE -DFIX_MARK_AT_ISSUE -DFIX_FULL_SYNC_HOLES -DFIX_SAME_GEN_BITMAP \
--DFIX_META_CB -DFIX_SD_LOST -DFIX_AHEAD_GEN -DFIX_TRACK_UNACKED"
-# all C fixes but one
-but() { local f=" $FIX_C "; echo "${f/ -D$1 / }"; }
+# The findings (README.md, "Findings").  One line each:
+#   number | short name | FIX_ flag of the model | assertions it violates |
+#   bounds (and mode) of its counterexample run | runs: q quick and deep,
+#   d deep only (the search takes minutes), n none (not reproduced yet:
+#   README.md) | what
+# A finding whose fix is in the C code is in FIXED below: the model has
+# that fix on by default (repvol.pml, top), and -DBUG_<name> brings the old
+# code back for its xfail run.  An open finding's fix is only proposed: the
+# pass runs turn it on (-DFIX_<name>), its xfail run leaves it off.
+XB="-DMAXW=3 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=2"
+XB2="-DMAXW=3 -DMAXCRASH=2 -DMAXCUT=1 -DMAXOPS=2"
+FINDINGS=(
+"1|fence-gap|FENCE_ALL|a_ok|$XB|q|fencing only on loss of a live link"
+"2|insync-state|SAME_GEN_STATE|e_ok|$XB|q|same generation: an Outdated/Inconsistent secondary stays so"
+"3|hello|HELLO_STABLE|c_ok d_ok e_ok|$XB|q|the dialer decides on a state newer than its HELLO"
+"4|late-mark|MARK_AT_ISSUE|d_ok a_ok|$XB|q|a local-only write is marked dirty only at req_join"
+"5|full-holes|FULL_SYNC_HOLES|d_ok|-DALLOW_FORCE=0 -DMAXW=3 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=3|n|a full sync skips holes the target has data in"
+"6|meta-cb|META_CB|a_ok c_ok|$XB2|d|the meta_commit callback runs after the flush already in flight"
+"7|same-gen-bm|SAME_GEN_BITMAP|d_ok|$XB|d|same generation: the secondary's dirty bits are ignored"
+"8|outdate|OUTDATE_DURABLE|a_ok|$XB2|d|'repvol outdate' answers before Outdated is durable"
+"9|sd-lost|SD_LOST|b_ok a_ok|$XB|d|SYNC_DONE's answer lost: one generation, two data sets"
+"10|mode-a|TRACK_UNACKED|d_ok|-DMODE=1 -DMAXW=2 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=0|q|mode A: the activity log lets go before the peer's ACK"
+"11|mode-b|TRACK_UNACKED|d_ok|-DMODE=2 -DMAXW=2 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=0|q|mode B: received, not applied, not marked"
+"12|ahead-gen|AHEAD_GEN|b_ok a_ok|-DMAXW=3 -DMAXCRASH=2 -DMAXCUT=1 -DMAXOPS=2|n|deferred flush: no new generation after a quick reconnect"
+)
+# Fixes in the C code (model default; see repvol.pml).
+FIXED=" "
+# Proposed fixes of the open findings, for the pass runs.
+OPEN_C= OPEN_AB=
+for f in "${FINDINGS[@]}"; do
+    IFS='|' read -r num name flag asserts bounds when what <<<"$f"
+    case "$FIXED" in *" $flag "*) continue ;; esac
+    case $num in
+    1 | 8) OPEN_C+=" -DFIX_$flag" ;;                       # fencing: mode C only
+    10 | 11) case "$OPEN_AB" in *FIX_$flag*) ;; *) OPEN_AB+=" -DFIX_$flag" ;; esac ;;
+    *) case "$OPEN_C" in *FIX_$flag*) ;; *) OPEN_C+=" -DFIX_$flag"; OPEN_AB+=" -DFIX_$flag" ;; esac ;;
+    esac
+done
+C="-DFENCE=1$OPEN_C"
+AB="$OPEN_AB"
+without() { local f=" $1 "; echo "${f/ -DFIX_$2 / }"; }
 
-# name | kind | properties | -D flags | search | expected assertion (xfail) | finding
+# name | kind | properties | -D flags | search | expected assertions (xfail) | finding
 RUNS=()
 run() { RUNS+=("$1|$2|$3|$4|$5|${6:-}|${7:-}"); }
 
-# pass: the model with the proposed fixes.  Searches: exh = exhaustive
-# (state compression), bit = bitstate (supertrace, 2^32 bits: near-complete,
-# may miss states; used where the exhaustive one does not fit the time).
+# pass: the code's model plus the proposed fixes of the open findings.
+# exh = exhaustive (state compression); bit = bitstate (supertrace: may
+# miss states; only where the exhaustive search does not fit the time).
+Q="-DMAXINFL=1"
 if [ "$mode" = quick ]; then
-    run c-core     pass "a b c d e" "$FIX_C -DMAXW=2 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=1" exh
-    run c-ops      pass "a b c d e" "$FIX_C -DMAXW=2 -DMAXCRASH=0 -DMAXCUT=1 -DMAXOPS=3" exh
-    run c-crash2   pass "a b c d e" "$FIX_C -DMAXW=2 -DMAXCRASH=2 -DMAXCUT=0 -DMAXOPS=1" exh
-    run c-policy   pass "b c d e"   "$FIX_C -DSB_POLICY=2 -DALLOW_FORCE=0 -DMAXW=2 -DMAXCRASH=0 -DMAXCUT=1 -DMAXOPS=3" exh
-    run a-core     pass "b c d e"   "-DMODE=1 $FIX_AB -DMAXW=2 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=0" exh
-    run b-core     pass "b c d e"   "-DMODE=2 $FIX_AB -DMAXW=2 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=0" exh
+    run c-cut        pass "a b c d e" "$C $Q -DMAXW=2 -DMAXCRASH=0 -DMAXCUT=1 -DMAXOPS=0" exh
+    run c-crash      pass "a b c d e" "$C $Q -DMAXW=2 -DMAXCRASH=1 -DMAXCUT=0 -DMAXOPS=0" exh
+    run c-crash-cut  pass "a b c d e" "$C $Q -DMAXW=1 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=0" exh
+    run c-ops        pass "a b c d e" "$C $Q -DMAXW=1 -DMAXCRASH=0 -DMAXCUT=1 -DMAXOPS=1" exh
+    run c-policy     pass "b c d e"   "$C -DSB_POLICY=2 -DALLOW_FORCE=0 $Q -DMAXW=1 -DMAXCRASH=0 -DMAXCUT=1 -DMAXOPS=1" exh
+    run a-core       pass "b c d e"   "-DMODE=1 $AB $Q -DMAXW=2 -DMAXCRASH=1 -DMAXCUT=0 -DMAXOPS=0" exh
+    run b-core       pass "b c d e"   "-DMODE=2 $AB $Q -DMAXW=2 -DMAXCRASH=1 -DMAXCUT=0 -DMAXOPS=0" exh
 else
-    run c-core     pass "a b c d e" "$FIX_C -DMAXW=3 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=1" exh
-    run c-ops      pass "a b c d e" "$FIX_C -DMAXW=2 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=3" exh
-    run c-crash2   pass "a b c d e" "$FIX_C -DMAXW=2 -DMAXCRASH=2 -DMAXCUT=1 -DMAXOPS=2" bit
-    run c-big      pass "a b c d e" "$FIX_C -DMAXW=3 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=2" bit
-    run c-policy1  pass "b c d e"   "$FIX_C -DSB_POLICY=1 -DMAXW=2 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=3" exh
-    run c-policy2  pass "b c d e"   "$FIX_C -DSB_POLICY=2 -DMAXW=2 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=3" exh
-    run c-al2      pass "a b c d e" "$FIX_C -DAL_CAP=2 -DMAXW=3 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=1" exh
-    run a-core     pass "b c d e"   "-DMODE=1 $FIX_AB -DMAXW=3 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=1" exh
-    run b-core     pass "b c d e"   "-DMODE=2 $FIX_AB -DMAXW=3 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=1" exh
+    run c-cut        pass "a b c d e" "$C -DMAXW=2 -DMAXCRASH=0 -DMAXCUT=1 -DMAXOPS=0" exh
+    run c-crash-cut  pass "a b c d e" "$C $Q -DMAXW=2 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=0" exh
+    run c-ops        pass "a b c d e" "$C $Q -DMAXW=2 -DMAXCRASH=0 -DMAXCUT=1 -DMAXOPS=2" exh
+    run c-crash2     pass "a b c d e" "$C $Q -DMAXW=1 -DMAXCRASH=2 -DMAXCUT=0 -DMAXOPS=1" exh
+    run c-core       pass "a b c d e" "$C $Q -DMAXW=2 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=1" bit
+    run c-big        pass "a b c d e" "$C -DMAXW=3 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=2" bit
+    run c-crash2-big pass "a b c d e" "$C -DMAXW=2 -DMAXCRASH=2 -DMAXCUT=1 -DMAXOPS=2" bit
+    run c-policy1    pass "b c d e"   "$C -DSB_POLICY=1 $Q -DMAXW=2 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=2" bit
+    run c-policy2    pass "b c d e"   "$C -DSB_POLICY=2 $Q -DMAXW=2 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=2" bit
+    run c-al2        pass "a b c d e" "$C -DAL_CAP=2 $Q -DMAXW=2 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=1" bit
+    run a-core       pass "b c d e"   "-DMODE=1 $AB $Q -DMAXW=2 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=0" exh
+    run b-core       pass "b c d e"   "-DMODE=2 $AB $Q -DMAXW=2 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=0" exh
+    run a-big        pass "b c d e"   "-DMODE=1 $AB -DMAXW=3 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=1" bit
+    run b-big        pass "b c d e"   "-DMODE=2 $AB -DMAXW=3 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=1" bit
 fi
 
-# xfail: counterexamples against the C code as it is (one run per finding;
-# "all fixes but X" isolates finding X).  Small bounds: found in seconds.
-X="-DMAXW=3 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=2"
-run bug-nofence      xfail a   "$X" bit a_ok "0 (no fence-peer handler: (a) cannot hold)"
-run bug-as-is        xfail "a b c d e" "-DFENCE=1 $X" bit a_ok "1 (the model exactly as the code is)"
-run bug-fence-gap    xfail a   "$(but FIX_FENCE_ALL) $X" bit a_ok "1 (fencing only on loss of a live link)"
-run bug-insync-state xfail e   "$(but FIX_SAME_GEN_STATE) $X" bit e_ok "2 (same generation: Outdated/Inconsistent secondary stays so)"
-run bug-hello        xfail e   "$(but FIX_HELLO_STABLE) $X" bit e_ok "3 (dialer decides on a state newer than its HELLO)"
-run bug-late-mark    xfail d   "$(but FIX_MARK_AT_ISSUE) $X" bit d_ok "4 (local-only write marked only at req_join)"
-run bug-full-holes   xfail d   "$(but FIX_FULL_SYNC_HOLES) $X" bit d_ok "5 (full sync skips holes the target has data in)"
-run bug-meta-cb      xfail c   "$(but FIX_META_CB) -DMAXW=3 -DMAXCRASH=2 -DMAXCUT=1 -DMAXOPS=2" bit c_ok "6 (meta_commit callback runs after the flush in flight)"
-run bug-same-gen-bm  xfail d   "$(but FIX_SAME_GEN_BITMAP) $X" bit d_ok "7 (same generation: the secondary's dirty bits are ignored)"
-run bug-outdate      xfail a   "$(but FIX_OUTDATE_DURABLE) -DMAXW=3 -DMAXCRASH=2 -DMAXCUT=1 -DMAXOPS=2" bit a_ok "8 (repvol outdate answers before Outdated is durable)"
-run bug-sd-lost      xfail b   "$(but FIX_SD_LOST) $X" bit b_ok "9 (SYNC_DONE answer lost: one generation, two data sets)"
-run bug-ahead-gen    xfail b   "$(but FIX_AHEAD_GEN) -DMAXW=3 -DMAXCRASH=2 -DMAXCUT=0 -DMAXOPS=2" bit b_ok "12 (deferred flush: no new generation after a quick reconnect)"
-run bug-mode-a       xfail d   "-DMODE=1 ${FIX_AB/-DFIX_TRACK_UNACKED/} -DMAXW=2 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=0" bit d_ok "10 (mode A: activity log released before the peer's ACK)"
-run bug-mode-b       xfail d   "-DMODE=2 ${FIX_AB/-DFIX_TRACK_UNACKED/} -DMAXW=2 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=0" bit d_ok "11 (mode B: received, not applied, not marked)"
+# xfail: one counterexample per finding (bitstate, small bounds: found in
+# seconds).  Open finding: the proposed fixes of all the others, not its
+# own.  Fixed finding: -DBUG_<name> (the old code) shows the property can
+# fail and the run still finds it.
+run bug-nofence xfail a "$XB" bit "a_ok" "0 (no fence-peer handler: (a) cannot hold; a documented limitation)"
+for f in "${FINDINGS[@]}"; do
+    IFS='|' read -r num name flag asserts bounds when what <<<"$f"
+    [ "$when" = n ] && continue
+    [ "$when" = d ] && [ "$mode" = quick ] && continue
+    case $num in 10 | 11) base=$AB ;; *) base=$C ;; esac
+    case "$FIXED" in
+    *" $flag "*) run "bug-$name" xfail "-" "$base -DBUG_$flag $bounds" bit "$asserts" "$num (fixed: $what)" ;;
+    *) run "bug-$name" xfail "-" "$(without "$base" "$flag") $bounds" bit "$asserts" "$num (open: $what)" ;;
+    esac
+done
 
 if [ "$list" = 1 ]; then
     for r in "${RUNS[@]}"; do
@@ -171,12 +199,15 @@ verify() {
         echo "status=modelerror" >"$d/result"; return
     fi
     case $search in
-    exh) ccflags="-DCOLLAPSE -DMEMLIM=${MODEL_MEMLIM:-6144}"; panflags="" ;;
-    bit) ccflags="-DBITSTATE"; panflags="-w${MODEL_BITS:-32}" ;;
+    exh) ccflags="-DCOLLAPSE -DMEMLIM=${MODEL_MEMLIM:-4096}"; panflags="" ;;
+    bit) ccflags="-DBITSTATE"; panflags="-w${MODEL_BITS:-31}" ;;
     esac
     [ "$kind" = xfail ] && ccflags="-DBITSTATE" && panflags="-w26"
+    # pan.c is large: -O0 compiles in seconds, -O1 runs ~1.5x faster
+    local opt=-O1
+    [ "$mode" = quick ] || [ "$kind" = xfail ] && opt=-O0
     # shellcheck disable=SC2086
-    if ! (cd "$d" && $CC -O2 -w -DSAFETY -DVECTORSZ=2048 -DNFAIR=3 $ccflags -o pan pan.c >cc.log 2>&1); then
+    if ! (cd "$d" && $CC $opt -w -DSAFETY -DVECTORSZ=2048 -DNFAIR=3 $ccflags -o pan pan.c >cc.log 2>&1); then
         echo "status=ccerror" >"$d/result"; return
     fi
     # -m: search depth limit (far above the deepest path), -c1: stop at the first error
@@ -196,7 +227,7 @@ verify() {
         echo "stored=${stored:-?}"
         echo "matched=${matched:-?}"
         echo "depth=${depth:-?}"
-        echo "viol=${viol}"
+        printf 'viol=%q\n' "$viol"
         echo "incomplete=$incomplete"
         echo "secs=$(echo "$t1 - $t0" | bc 2>/dev/null || echo "?")"
     } >"$d/result"
@@ -243,11 +274,11 @@ for r in "${RUNS[@]}"; do
             res=FAIL; note=${viol:-"search incomplete (depth or memory limit)"}
         fi
     else
-        if [ "${errors:-0}" != 0 ] && [ "${viol#assertion violated }" = "$expect" ]; then
+        if [ "${errors:-0}" != 0 ] && [[ " $expect " == *" ${viol#assertion violated } "* ]]; then
             res=XFAIL; note="finding $finding: $viol"
             [ "$strict" = 1 ] && res=FAIL
         elif [ "${errors:-0}" != 0 ]; then
-            res=FAIL; note="expected $expect, found '$viol' (finding $finding)"
+            res=FAIL; note="expected one of: $expect; found '$viol' (finding $finding)"
         else
             res=XPASS; note="finding $finding no longer reproduced: update README.md and this list"
         fi
