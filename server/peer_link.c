@@ -57,6 +57,7 @@ struct remote_req {
     uint16_t type;
     bool early_acked;           /* mode B: RECEIVED already sent */
     bool busy;
+    struct remote_req *nack_next;       /* failed, waiting for Outdated to be durable */
     struct rv_sendq_item ack;
     struct remote_req *next_free;
 };
@@ -129,6 +130,8 @@ struct peer_conn {
     struct rv_sendq_item bitmap_item;
     bool bitmap_busy;
     struct remote_req *sync_done_rr;    /* target: answered once the new generation is durable */
+    struct remote_req *nack_wait;       /* failed writes: NACKed once Outdated is durable */
+    bool nack_outdating;
 };
 
 struct rv_peer {
@@ -179,6 +182,7 @@ struct rv_peer {
     bool draining;                      /* clean stop: waiting for mode-A frames to land
                                          * and for our GOODBYE to go out */
     bool goodbye_pending;
+    struct peer_conn *nack_pc;          /* its failed writes wait for nack_outdated */
     uint64_t drain_deadline_ns;
     struct async_frame *async_frames, *async_free;
     struct async_frame *async_head, *async_tail;    /* outstanding, oldest first */
@@ -850,6 +854,31 @@ static void send_answer(struct peer_conn *pc, struct remote_req *rr, uint16_t ty
 static void send_answer(struct peer_conn *pc, struct remote_req *rr, uint16_t type, uint32_t status,
                         uint32_t flags);
 
+/* A write of the primary failed here: this copy now lacks data its
+ * primary has, so it is not UpToDate any more.  That is made durable before
+ * the NACK goes out: once the primary reads the NACK it answers its client
+ * from its own copy, and this copy must never again be promoted as current
+ * without --force (the primary keeps the range for a resync). */
+static void nack_outdated(struct rv_volume *v, int err)
+{
+    struct rv_peer *p = v->peer;
+    struct peer_conn *pc = p ? p->nack_pc : NULL;
+    if (!pc)
+        return;
+    p->nack_pc = NULL;
+    pc->nack_outdating = false;
+    if (err < 0)
+        rv_err("volume %s: recording the copy as Outdated failed: %s", v->meta.name, strerror(-err));
+    while (pc->nack_wait) {
+        struct remote_req *rr = pc->nack_wait;
+        pc->nack_wait = rr->nack_next;
+        if (pc->state == PC_CLOSING)
+            rreq_ack_sent(&rr->ack, -ECONNRESET);
+        else
+            send_answer(pc, rr, RV_REPL_T_NACK, (uint32_t)-rr->req.result, 0);
+    }
+}
+
 static void sync_done_committed(struct rv_volume *v, int err)
 {
     struct peer_conn *pc = v->peer ? v->peer->conn : NULL;
@@ -920,6 +949,20 @@ static void rreq_done(struct rv_req *req)
         rv_info("volume %s: resync complete: UpToDate at generation %016" PRIx64, v->meta.name, rr->gen);
         pc->sync_done_rr = rr;
         rv_volume_meta_commit(v, sync_done_committed);
+        return;
+    }
+    if (req->result < 0 && rr->type != RV_REPL_T_DIGEST_REQ &&
+        (v->meta.disk_state == RV_DISK_UPTODATE || pc->nack_outdating)) {
+        rr->nack_next = pc->nack_wait;
+        pc->nack_wait = rr;
+        if (!pc->nack_outdating) {
+            pc->nack_outdating = true;
+            pc->p->nack_pc = pc;
+            v->meta.disk_state = RV_DISK_OUTDATED;
+            rv_err("volume %s: this copy missed a write of its primary: marking it Outdated "
+                   "(the primary keeps the range for a resync)", v->meta.name);
+            rv_volume_meta_commit(v, nack_outdated);
+        }
         return;
     }
     if (req->result < 0)
