@@ -198,6 +198,10 @@ static int cmd_status(void *ctx, int argc, char **argv, struct rv_strbuf *out)
     struct daemon *d = ctx;
     bool json = argc > 1 && !strcmp(argv[1], "json");
     rv_status_render(&d->vol, d->nbd, json, out);
+    if (!json && d->nbd->ops->describe) {
+        rv_sb_printf(out, "nbd:         ");
+        d->nbd->ops->describe(d->nbd, out);
+    }
     if (!json && d->ublk) {
         rv_sb_printf(out, "ublk:        ");
         cmd_ublk(ctx, 0, NULL, out);

@@ -46,6 +46,7 @@
 #include "repvol/nbd_handshake.h"
 #include "repvol/nbd_proto.h"
 #include "repvol/tlsio.h"
+#include "repvol/strbuf.h"
 #include "repvol/util.h"
 
 #define RBUF_SIZE        (128u * 1024)
@@ -1132,6 +1133,16 @@ static void nbd_destroy(struct rv_frontend *fe)
     free(nf);
 }
 
+static void nbd_describe(struct rv_frontend *fe, struct rv_strbuf *out)
+{
+    struct nbd_frontend *nf = (struct nbd_frontend *)fe;
+    unsigned tls = 0;
+    for (struct nbd_conn *c = nf->conns; c; c = c->next)
+        tls += c->tio != NULL;
+    static const char *const mode[] = { "off", "on (optional)", "required" };
+    rv_sb_printf(out, "%u client(s), %u over TLS; TLS %s\n", nf->nconns, tls, mode[nf->exp.tls]);
+}
+
 static const struct rv_frontend_ops nbd_ops = {
     .name = "nbd",
     .start = nbd_start,
@@ -1140,6 +1151,7 @@ static const struct rv_frontend_ops nbd_ops = {
     .clients = nbd_clients,
     .disconnect_clients = nbd_disconnect_clients,
     .destroy = nbd_destroy,
+    .describe = nbd_describe,
 };
 
 int rv_nbd_frontend_create(struct rv_frontend **out, struct rv_volume *vol,

@@ -56,7 +56,7 @@ void rv_status_render(const struct rv_volume *v, struct rv_frontend *fe, bool js
     if (v->last_error[0])
         rv_sb_printf(out, "last error:  %s\n", v->last_error);
     rv_sb_printf(out, "generation:  %016" PRIx64 "%s\n", v->meta.current_gen,
-                 v->meta.bitmap_gen ? " (ahead of the peer)" : "");
+                 v->meta.bitmap_gen && v->peer ? " (ahead of the peer)" : "");
     if (v->peer)
         rv_peer_status(v->peer, false, out);
     else

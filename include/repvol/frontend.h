@@ -13,6 +13,7 @@
 #include "repvol/nbd_handshake.h"
 
 struct rv_tls_ctx;
+struct rv_strbuf;
 
 struct rv_frontend;
 
@@ -33,6 +34,8 @@ struct rv_frontend_ops {
     void (*disconnect_clients)(struct rv_frontend *fe);
     /* Required.  Free everything; only after drained. */
     void (*destroy)(struct rv_frontend *fe);
+    /* Optional.  One line for `repvol status` (clients, security). */
+    void (*describe)(struct rv_frontend *fe, struct rv_strbuf *out);
 };
 
 struct rv_frontend {
