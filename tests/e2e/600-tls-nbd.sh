@@ -160,6 +160,7 @@ grep -qi "$KEY" "$REPVOLD_LOG" && fail "the PSK appears in the daemon log"
 "$REPVOL" status --control "$REPVOLD_CTL" >"$TEST_DIR/status.txt" || fail "repvol status failed"
 "$REPVOL" status --json --control "$REPVOLD_CTL" >>"$TEST_DIR/status.txt" || fail "repvol status --json failed"
 grep -qi "$KEY" "$TEST_DIR/status.txt" && fail "the PSK appears in repvol status"
+grep -q "^nbd: .*TLS required" "$TEST_DIR/status.txt" || fail "repvol status does not show that TLS is required"
 grep -q -- "$KEY" "/proc/$REPVOLD_PID/cmdline" && fail "the PSK appears in the daemon's arguments"
 stop_repvold
 check_log_clean "$REPVOLD_LOG"
