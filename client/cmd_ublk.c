@@ -1,6 +1,7 @@
 /* cmd_ublk.c - `repvol attach --ublk` and `repvol detach`: the volume of a
  * running daemon as a local block device /dev/ublkbN, and its removal. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "repvol/control.h"
@@ -89,13 +91,15 @@ int cmd_detach(int argc, char **argv)
 {
     static const struct option longopts[] = {
         { "id", required_argument, NULL, 'i' },
+        { "force", no_argument, NULL, 'f' },
         { "control", required_argument, NULL, 'c' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     const char *control = NULL;
     int id = -1, c;
-    while ((c = getopt_long(argc, argv, "i:c:h", longopts, NULL)) != -1) {
+    bool force = false;
+    while ((c = getopt_long(argc, argv, "i:fc:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'i': {
             char *end;
@@ -107,13 +111,15 @@ int cmd_detach(int argc, char **argv)
             id = (int)v;
             break;
         }
+        case 'f': force = true; break;
         case 'c': control = optarg; break;
         case 'h':
-            printf("Usage: %s [--control PATH] [VOLUME]\n"
+            printf("Usage: %s [--force] [--control PATH] [VOLUME]\n"
                    "       %s --id N\n\n"
                    "Remove the volume's ublk block device: requests in flight finish, then the\n"
                    "device goes away; the daemon keeps running (and serving NBD, if it does).\n"
-                   "Unmount file systems on it first.\n"
+                   "Refused while the device is mounted or held open exclusively.\n"
+                   "  -f, --force         remove it anyway (a file system on it loses its disk)\n"
                    "  -i, --id N          remove /dev/ublkbN left by a daemon that died and will\n"
                    "                      not be restarted (no daemon needed; refused while a\n"
                    "                      live daemon serves it)\n"
@@ -139,6 +145,22 @@ int cmd_detach(int argc, char **argv)
     if (cli_control_path(argv[0], optind < argc ? argv[optind] : NULL, control, path, sizeof path) < 0)
         return RV_EXIT_FAIL;
     static char reply[RV_CONTROL_MAX_REPLY];
+    /* A mounted file system holds its device exclusively: removing the disk
+     * under it would turn every later write into an I/O error. */
+    if (!force && rv_control_call(path, "ublk", reply, sizeof reply) == 0 && !strncmp(reply, "/dev/", 5)) {
+        char *sp = strchr(reply, ' ');
+        if (sp)
+            *sp = '\0';
+        chomp(reply);
+        int fd = open(reply, O_RDONLY | O_EXCL | O_CLOEXEC);
+        if (fd < 0 && errno == EBUSY) {
+            cli_error(argv[0], "%s is in use (mounted, or open exclusively): unmount it first, or use --force",
+                      reply);
+            return RV_EXIT_FAIL;
+        }
+        if (fd >= 0)
+            close(fd);
+    }
     if (rv_control_call(path, "ublk-detach", reply, sizeof reply) < 0) {
         chomp(reply);
         cli_error(argv[0], "%s", reply);

@@ -205,6 +205,20 @@ static int cmd_status(void *ctx, int argc, char **argv, struct rv_strbuf *out)
     if (!json && d->ublk) {
         rv_sb_printf(out, "ublk:        ");
         cmd_ublk(ctx, 0, NULL, out);
+    } else if (json && out->len >= 2 && !strcmp(out->buf + out->len - 2, "}\n")) {
+        /* One more member in the status object: "ublk": null or the device. */
+        out->len -= 2;
+        if (!d->ublk) {
+            rv_sb_printf(out, ",\"ublk\":null}\n");
+            return 0;
+        }
+        struct rv_ublk_stats st;
+        rv_ublk_get_stats(d->ublk, &st);
+        rv_sb_printf(out, ",\"ublk\":{\"device\":");
+        rv_sb_json_str(out, rv_ublk_device_path(d->ublk));
+        rv_sb_printf(out, ",\"requests\":%" PRIu64 ",\"fua_writes\":%" PRIu64 ",\"flushes\":%" PRIu64
+                     ",\"discards\":%" PRIu64 ",\"write_zeroes\":%" PRIu64 ",\"errors\":%" PRIu64 "}}\n",
+                     st.requests, st.fua_writes, st.flushes, st.discards, st.write_zeroes, st.errors);
     }
     return 0;
 }

@@ -45,6 +45,7 @@ echo "$st" | grep -o '"stats":{[^}]*}' | sed 's/^/    /'
 echo "$st" | grep -q '"trims":0,' && gfail "no TRIM reached the engine"
 echo "$st" | grep -q '"zeroes":0,' && gfail "no WRITE_ZEROES reached the engine"
 echo "$st" | grep -q '"flushes":0,' && gfail "no FLUSH reached the engine"
+echo "$st" | grep -q '"ublk":{"device":"/dev/ublkb0"' || gfail "status --json lacks the ublk device"
 # The frontend's own counters: the kernel sent FUA writes and flushes.
 u=$(repvol status --control $GDIR/a.ctl | grep '^ublk:')
 ginfo "$u"
