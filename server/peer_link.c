@@ -164,6 +164,9 @@ struct rv_peer {
     uint64_t refusing_deadline[MAX_REFUSING];
     char last_refusal[RV_REPL_REFUSE_MSG_MAX + RV_REPL_MSG_LEN + 128];
     char last_error[320];               /* why the link last went down */
+    struct rv_op drop_op;               /* rv_peer_drop(), on the next loop turn */
+    bool drop_pending;
+    char drop_why[160];
     struct rv_resync *rs;
     struct rv_verify *vf;
     bool planned_close;                 /* role change: not a loss */
@@ -1678,7 +1681,7 @@ int rv_peer_start(struct rv_peer *p)
 static void peer_maybe_shutdown_done(struct rv_peer *p)
 {
     if (!p->shutting_down || p->accept_pending || p->tick_pending || p->conns_alive > 0 || p->fence_pid ||
-        !rv_resync_idle(p->rs) || !rv_verify_idle(p->vf))
+        p->drop_pending || !rv_resync_idle(p->rs) || !rv_verify_idle(p->vf))
         return;
     if (p->shutdown_done) {
         void (*done)(void *) = p->shutdown_done;
@@ -1978,6 +1981,29 @@ int rv_peer_connect(struct rv_peer *p, bool discard, char *msg, size_t len)
     snprintf(msg, len, "%s", discard ? "connecting; this node's changes will be replaced by the peer's data"
                                       : "connecting");
     return 0;
+}
+
+static void drop_cb(struct rv_op *op, int res)
+{
+    struct rv_peer *p = RV_CONTAINER_OF(op, struct rv_peer, drop_op);
+    (void)res;
+    p->drop_pending = false;
+    if (p->conn && p->conn->state == PC_CONNECTED && !p->shutting_down) {
+        pc_close(p->conn, p->drop_why);
+        snprintf(p->last_error, sizeof p->last_error, "%s", p->drop_why);
+    }
+    peer_maybe_shutdown_done(p);
+}
+
+void rv_peer_drop(struct rv_peer *p, const char *why)
+{
+    if (p->drop_pending || !p->conn || p->conn->state != PC_CONNECTED || p->shutting_down)
+        return;
+    /* Deferred: the caller may be inside this link's own completion path. */
+    snprintf(p->drop_why, sizeof p->drop_why, "%s", why);
+    p->drop_pending = true;
+    p->drop_op.fn = drop_cb;
+    rv_loop_defer(p->loop, &p->drop_op, 0);
 }
 
 uint32_t rv_peer_remote_role(const struct rv_peer *p)

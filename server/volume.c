@@ -200,6 +200,19 @@ static void req_join(struct rv_req *req)
     if (was_ordered)
         ord_remove(v, req);
 
+    if (req->origin == RV_ORIGIN_CLIENT && is_write_ish(req->type) && req->peer_result == 0 && result < 0 &&
+        v->role == RV_ROLE_PRIMARY && v->track && v->peer && rv_peer_connected(v->peer)) {
+        /* This node failed the write (disk full, I/O error) after the peer
+         * stored it: the copies now differ in this range, and both would
+         * still call themselves in sync.  Record the range and drop the
+         * link: the new data generation makes this node the resync source
+         * when the link is back, and the peer gets this node's version. */
+        rv_bitmap_mark(&v->bm, req->off, req->len);
+        char why[160];
+        snprintf(why, sizeof why, "this node failed a write the peer stored (%s): resyncing that range from here",
+                 strerror(-result));
+        rv_peer_drop(v->peer, why);
+    }
     if (req->origin == RV_ORIGIN_CLIENT && is_write_ish(req->type) && req->peer_result != 0 &&
         v->role == RV_ROLE_PRIMARY) {
         /* Written here (or maybe: a failed write may have changed some

@@ -104,6 +104,11 @@ int rv_peer_connect(struct rv_peer *p, bool discard, char *msg, size_t len);
 /* Release writes held for the fence-peer handler (operator override). */
 void rv_peer_resume_io(struct rv_peer *p);
 
+/* Drop a connected link as a loss of the peer (on the next loop turn; why
+ * becomes the status's peer error): a primary then records what the peer
+ * misses and resyncs it when the link is back. */
+void rv_peer_drop(struct rv_peer *p, const char *why);
+
 /* The peer as last seen in a handshake (role), or 0. */
 uint32_t rv_peer_remote_role(const struct rv_peer *p);
 
