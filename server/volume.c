@@ -84,6 +84,14 @@ int rv_volume_open(struct rv_volume *v, struct rv_loop *loop, const char *path,
     if (!(v->meta.flags & RV_META_F_CLEAN))
         rv_warn("volume %s (%s): was not shut down cleanly", v->meta.name, v->uuid_str);
     if (!opts->readonly) {
+        /* The bitmap area of a sparse image may be a hole: allocate it now,
+         * or the first bitmap write on a full file system fails (ENOSPC)
+         * and every write that needs the bitmap fails with it. */
+        if (fallocate(v->meta_fd, 0, (off_t)v->meta.bm_offset,
+                      (off_t)(v->sb_offset + RV_META_SB_SIZE - v->meta.bm_offset)) < 0 &&
+            errno != EOPNOTSUPP)
+            rv_warn("volume %s: cannot allocate the metadata area (%s): bitmap updates may fail "
+                    "when the file system is full", path, strerror(errno));
         /* Mark the image in use, durably, before serving anything: a crash
          * from here on leaves it marked unclean. */
         v->meta.flags &= ~RV_META_F_CLEAN;
@@ -178,9 +186,11 @@ static void req_complete(struct rv_req *req, int result)
         v->stats.errors++;
         /* Bounds and role refusals are the client's business; failures of
          * the image (ENOSPC, EIO) are the operator's: status shows them. */
-        if (req->local.result < 0 || result == -EIO)
+        if (req->local.result < 0 || (result == -EIO && !v->last_error[0]))
             snprintf(v->last_error, sizeof v->last_error, "%s off=%" PRIu64 " len=%" PRIu32 ": %s",
                      rv_io_type_name(req->type), req->off, req->len, strerror(-result));
+        /* else (EIO though the image took the data): the metadata could
+         * not be made durable, and meta_flush_done already said so. */
     }
     req->done(req);
 }
@@ -480,9 +490,12 @@ static void meta_flush_done(struct rv_op *op, int res)
     v->meta_busy = false;
     /* A failed link in the chain cancels the rest: the fsync reports it. */
     int err = res < 0 ? res : 0;
-    if (err)
+    if (err) {
         rv_err("volume %s: metadata not durable (%s): failing the requests that depend on it",
                v->meta.name, strerror(-err));
+        snprintf(v->last_error, sizeof v->last_error, "metadata (bitmap, superblock) not durable: %s",
+                 strerror(-err));
+    }
     else
         /* (An empty mirror's base generation is 0: the bump itself counts.) */
         v->ahead_durable = v->meta.bitmap_gen != 0 || v->gen_bumped;
