@@ -43,6 +43,7 @@
 #define HELLO_FRAME_MAX  (RV_REPL_HDR_SIZE + RV_REPL_HELLO_SIZE)
 #define BACKOFF_MIN_MS   500u
 #define BACKOFF_MAX_MS   10000u
+#define PEER_KO_COUNT    4u            /* a write unanswered for 4 x --peer-timeout drops the peer */
 #define ASYNC_RING       (32u << 20)   /* mode A: bytes sent or queued, not yet acknowledged */
 #define ASYNC_FRAMES     8192u         /* ... and frames (32 MiB of 4 KiB writes) */
 
@@ -747,7 +748,7 @@ bool rv_peer_submit(struct rv_peer *p, struct rv_req *req)
     leg->seq = seq;
     leg->active = 1;
     leg->acked = leg->sent = 0;
-    leg->sent_ns = 0;
+    leg->sent_ns = rv_now_ns();         /* queued; leg_sent() moves it to the send */
     encode_req_hdr(p, req, seq, leg->item.hdr);
     leg->item.hdr_len = RV_REPL_HDR_SIZE;
     leg->item.data = req->type == RV_IO_WRITE ? req->buf : NULL;
@@ -1552,6 +1553,14 @@ static void peer_tick(struct rv_op *op, int res)
         if (now - pc->last_rx_ns > timeout) {
             char why[96];
             snprintf(why, sizeof why, "no answer for %u ms", p->o.timeout_ms);
+            pc_close(pc, why);
+        } else if (pc->legs_head && now - pc->legs_head->sent_ns > PEER_KO_COUNT * timeout) {
+            /* The peer is alive (keepalives flow) but has not completed
+             * the oldest write sent to it: its disk hangs.  In mode C the
+             * clients wait for it; let the peer go (DRBD's ko-count). */
+            char why[128];
+            snprintf(why, sizeof why, "the peer completed no write for %u ms (its disk hangs?)",
+                     PEER_KO_COUNT * p->o.timeout_ms);
             pc_close(pc, why);
         } else if (now - pc->last_tx_ns > (uint64_t)p->o.ping_ms * 1000000u ||
                    now - pc->last_rx_ns > (uint64_t)p->o.ping_ms * 1000000u) {
