@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # ublk + replication in the 6.12 guest: two daemons on the guest's loopback,
 # the primary exporting /dev/ublkb0, the secondary mirroring it.  fio with
-# verify and an ext4 file system written through the device; then both
-# images must be byte-identical (cmp), and the secondary's image must hold
-# the file system (e2fsck) and the files.
+# verify and an ext4 file system written through the device; kill -9 of the
+# primary during fio and a restart (device recovered, link and resync back,
+# fio verify OK); then both images must be byte-identical (cmp), and the
+# secondary's image must hold the file system (e2fsck) and the files.
 . "$(dirname "$0")/vm-functions.sh"
 guest=$(mktemp /tmp/vm-guest.XXXXXX)
 trap 'rm -f "$guest"' EXIT
@@ -49,6 +50,33 @@ cp $GDIR/f1 /mnt/u/f1 || gfail "write"
 umount /mnt/u
 /usr/sbin/losetup -d /dev/loop7 2>/dev/null || losetup -d /dev/loop7
 repvol status --control $GDIR/a.ctl | grep -E "^(peer|ublk|requests)" | sed 's/^/    /'
+
+gstep "kill -9 of the replicating primary during fio; restart: device recovered, link back, resync"
+fio --name=crash --filename="$dev" --direct=1 --ioengine=io_uring --rw=randwrite --bsrange=4k-64k --iodepth=16 \
+    --size=32M --verify=crc32c --do_verify=1 --verify_fatal=1 --output=$GDIR/crash.out &
+fio_pid=$!
+sleep 1.5
+kill -0 $fio_pid 2>/dev/null || gfail "fio ended before the kill"
+kill9 a
+sleep 0.3
+[ -b "$dev" ] || gfail "$dev went away with the primary"
+: >$GDIR/a.out
+start_daemon a --volume $GDIR/a.img --node-id 1 --role primary --repl-listen 127.0.0.1:7789 --peer 127.0.0.1:7790 \
+    --ublk --ublk-queues 2 --ublk-depth 32
+[ "$(wait_dev a)" = "$dev" ] || gfail "the restarted primary did not take $dev back"
+i=0
+while kill -0 $fio_pid 2>/dev/null && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done
+wait $fio_pid || { cat $GDIR/crash.out; gfail "fio failed across the primary's crash"; }
+grep -E "err=" $GDIR/crash.out | sed 's/^/    /'
+synced() {
+    j=$(repvol status --json --control $GDIR/a.ctl 2>/dev/null)
+    echo "$j" | grep -q '"peer":{"state":"connected"' && echo "$j" | grep -q '"sync":{"state":"none"' &&
+        echo "$j" | grep -q '"bytes_left":0,'
+}
+i=0
+while ! synced && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+synced || gfail "primary not connected and in sync 60 s after the restart: $(repvol status --control $GDIR/a.ctl)"
+ginfo "fio verify OK across the crash; link up, resync done"
 
 gstep "stop both, compare the images"
 stop_daemon a
