@@ -55,6 +55,7 @@ struct daemon {
     struct rv_op ublk_gone_op;  /* destroy a detached ublk frontend, from the loop */
     struct rv_frontend *ublk_dead;  /* detached, to be destroyed */
     struct rv_ublk_opts ublk_opts;  /* --ublk-* options, for --ublk and 'repvol attach' */
+    bool want_ublk;             /* --ublk: a device whenever this node is primary */
     struct rv_control *control;
     struct rv_peer *peer;
     int sigfd;
@@ -118,7 +119,8 @@ static void usage(FILE *f)
 "                           Stopping the daemon removes the device.  If the daemon\n"
 "                           dies (kill -9, crash), the device stays and I/O pauses;\n"
 "                           restarting it with --ublk re-attaches and resumes\n"
-"                           (UBLK_F_USER_RECOVERY, with _REISSUE)\n"
+"                           (UBLK_F_USER_RECOVERY, with _REISSUE).  A secondary\n"
+"                           creates the device when it is promoted\n"
 "      --ublk-id N          device number to create or to recover (default: the one\n"
 "                           a crashed daemon of this volume left, else any free)\n"
 "      --ublk-queues N      hardware queues, one thread each (default 2)\n"
@@ -265,10 +267,21 @@ static bool has_arg(int argc, char **argv, const char *word)
     return false;
 }
 
+static int ublk_attach(struct daemon *d);
+
 static int cmd_primary(void *ctx, int argc, char **argv, struct rv_strbuf *out)
 {
     struct daemon *d = ctx;
-    return rv_role_promote(&d->vol, d->peer, has_arg(argc, argv, "force"), out);
+    int r = rv_role_promote(&d->vol, d->peer, has_arg(argc, argv, "force"), out);
+    /* Started with --ublk as a secondary: the device comes with the role. */
+    if (r == 0 && d->want_ublk && !d->ublk && !d->ublk_dead && d->vol.role == RV_ROLE_PRIMARY) {
+        d->ublk_runtime = true;
+        if (ublk_attach(d) == 0)
+            rv_sb_printf(out, "%s\n", rv_ublk_device_path(d->ublk));
+        else
+            rv_sb_printf(out, "the ublk device could not be created (see the daemon's log)\n");
+    }
+    return r;
 }
 
 static int cmd_secondary(void *ctx, int argc, char **argv, struct rv_strbuf *out)
@@ -1013,7 +1026,11 @@ int main(int argc, char **argv)
     r = d.nbd->ops->start(d.nbd);
     if (r < 0)
         goto out_frontend;
-    if (want_ublk) {
+    d.want_ublk = want_ublk;
+    if (want_ublk && d.vol.role != RV_ROLE_PRIMARY) {
+        rv_info("volume %s: secondary: the ublk device will be created on promotion ('repvol primary')",
+                d.vol.meta.name);
+    } else if (want_ublk) {
         r = ublk_attach(&d);
         if (r < 0)
             goto out_frontend;

@@ -3,8 +3,9 @@
 # the primary exporting /dev/ublkb0, the secondary mirroring it.  fio with
 # verify and an ext4 file system written through the device; kill -9 of the
 # primary during fio and a restart (device recovered, link and resync back,
-# fio verify OK); then both images must be byte-identical (cmp), and the
-# secondary's image must hold the file system (e2fsck) and the files.
+# fio verify OK); then both images must be byte-identical (cmp); the
+# secondary, started with --ublk, creates its device when promoted, and the
+# file system and files are there (e2fsck, cmp).
 . "$(dirname "$0")/vm-functions.sh"
 guest=$(mktemp /tmp/vm-guest.XXXXXX)
 trap 'rm -f "$guest"' EXIT
@@ -19,8 +20,10 @@ peer_state() {
 }
 
 gstep "secondary B, primary A with --ublk, over 127.0.0.1"
-start_daemon b --volume $GDIR/b.img --node-id 2 --role secondary --repl-listen 127.0.0.1:7790 --peer 127.0.0.1:7789
+start_daemon b --volume $GDIR/b.img --node-id 2 --role secondary --repl-listen 127.0.0.1:7790 --peer 127.0.0.1:7789 \
+    --ublk
 wait_ctl b
+grep -q "created on promotion" $GDIR/b.log || gfail "secondary with --ublk: no word about the device"
 start_daemon a --volume $GDIR/a.img --node-id 1 --role primary --repl-listen 127.0.0.1:7789 --peer 127.0.0.1:7790 \
     --ublk --ublk-queues 2 --ublk-depth 32
 dev=$(wait_dev a)
@@ -78,17 +81,27 @@ while ! synced && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
 synced || gfail "primary not connected and in sync 60 s after the restart: $(repvol status --control $GDIR/a.ctl)"
 ginfo "fio verify OK across the crash; link up, resync done"
 
-gstep "stop both, compare the images"
+gstep "stop the primary: its device goes, the secondary's image equals the primary's"
+[ ! -e /sys/block/ublkb1 ] || gfail "the secondary made a device"
 stop_daemon a
 dev_gone "$dev"
-stop_daemon b
 same_data $GDIR/a.img $GDIR/b.img $SIZE
 ginfo "a.img and b.img identical over $SIZE bytes"
-/usr/sbin/losetup -o $((40 << 20)) /dev/loop7 $GDIR/b.img || gfail "losetup b.img"
-e2fsck -fn /dev/loop7 || gfail "e2fsck on the secondary's copy"
-mount -t ext4 -o ro /dev/loop7 /mnt/u && cmp $GDIR/f1 /mnt/u/f1 || gfail "file differs on the secondary's copy"
+
+gstep "failover: promote the secondary; started with --ublk, it now creates the device"
+repvol primary --control $GDIR/b.ctl >$GDIR/prom.out || gfail "repvol primary: $(cat $GDIR/prom.out)"
+devb=$(grep /dev/ $GDIR/prom.out)
+ginfo "promoted; device $devb"
+i=0
+while [ ! -e "/sys/block/${devb#/dev/}" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+[ -b "$devb" ] || gfail "no device after promotion"
+/usr/sbin/losetup -r -o $((40 << 20)) /dev/loop7 "$devb" || gfail "losetup on $devb"
+e2fsck -fn /dev/loop7 || gfail "e2fsck of the secondary's copy through its ublk device"
+mount -t ext4 -o ro,noload /dev/loop7 /mnt/u && cmp $GDIR/f1 /mnt/u/f1 || gfail "file differs on the secondary's copy"
 umount /mnt/u
 /usr/sbin/losetup -d /dev/loop7
+stop_daemon b
+dev_gone "$devb"
 echo "GUEST PASS"
 GUEST
 vm_run "$guest" || exit $?
