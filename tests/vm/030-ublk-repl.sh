@@ -56,7 +56,7 @@ repvol status --control $GDIR/a.ctl | grep -E "^(peer|ublk|requests)" | sed 's/^
 
 gstep "kill -9 of the replicating primary during fio; restart: device recovered, link back, resync"
 fio --name=crash --filename="$dev" --direct=1 --ioengine=io_uring --rw=randwrite --bsrange=4k-64k --iodepth=16 \
-    --size=32M --verify=crc32c --do_verify=1 --verify_fatal=1 --output=$GDIR/crash.out &
+    --size=32M --loops=4 --verify=crc32c --do_verify=1 --verify_fatal=1 --output=$GDIR/crash.out &
 fio_pid=$!
 sleep 1.5
 kill -0 $fio_pid 2>/dev/null || gfail "fio ended before the kill"

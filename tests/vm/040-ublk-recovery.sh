@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ublk crash recovery in the 6.12 guest (UBLK_F_USER_RECOVERY_REISSUE):
-#  1. fio randwrite with verify on /dev/ublkb0; kill -9 of the daemon in the
+#  1. fio randwrite with verify on /dev/ublkb0 (several passes, so it runs
+#     for seconds even on a fast host); kill -9 of the daemon in the
 #     middle; the device stays; a restarted daemon finds it by the volume's
 #     mark and re-attaches; fio finishes and its verify passes.
 #  2. the same with a mounted ext4 being written: after the restart the
@@ -19,7 +20,7 @@ gstep "fio randwrite+verify, kill -9 of the daemon at 1.5 s, restart"
 start_daemon a $UBLK
 dev=$(wait_dev a)
 fio --name=crash --filename="$dev" --direct=1 --ioengine=io_uring --rw=randwrite --bsrange=4k-64k --iodepth=32 \
-    --size=48M --verify=crc32c --do_verify=1 --verify_fatal=1 --output=$GDIR/fio.out &
+    --size=48M --loops=3 --verify=crc32c --do_verify=1 --verify_fatal=1 --output=$GDIR/fio.out &
 fio_pid=$!
 sleep 1.5
 kill -0 $fio_pid 2>/dev/null || gfail "fio ended before the kill (make it longer)"
