@@ -268,9 +268,22 @@ static void local_end_io(struct rv_bio *bio)
         req_join(req);
 }
 
+/* A client write the peer will not get (no link, or the link failed its
+ * leg): record that at once, not when the local leg completes.  A handshake
+ * or a resync's SYNC_DONE in between must see the bit, or it declares the
+ * copies equal while this write lands only here (model finding 4). */
+static void mark_peer_lacks(struct rv_volume *v, struct rv_req *req)
+{
+    if (v->track && req->origin == RV_ORIGIN_CLIENT && is_write_ish(req->type) &&
+        v->role == RV_ROLE_PRIMARY)
+        rv_bitmap_mark(&v->bm, req->off, req->len);
+}
+
 void rv_volume_peer_done(struct rv_req *req, int peer_result)
 {
     req->peer_result = peer_result;
+    if (peer_result != 0 && req->pending > 1)
+        mark_peer_lacks(req->vol, req);
     if (--req->pending == 0)
         req_join(req);
 }
@@ -331,8 +344,12 @@ static void req_issue(struct rv_volume *v, struct rv_req *req)
     if (req->origin == RV_ORIGIN_CLIENT && req->type != RV_IO_READ && v->peer &&
         v->role == RV_ROLE_PRIMARY) {
         req->pending++;
-        if (!rv_peer_submit(v->peer, req))
+        if (!rv_peer_submit(v->peer, req)) {
             req->pending--;
+            mark_peer_lacks(v, req);
+        }
+    } else if (req->origin == RV_ORIGIN_CLIENT && req->type != RV_IO_READ) {
+        mark_peer_lacks(v, req);
     }
     struct rv_bio *bio = &req->local;
     bio->type = req->type;
