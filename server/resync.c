@@ -134,6 +134,13 @@ void rv_resync_abort(struct rv_resync *rs)
             chunk_maybe_finish(c);
         }
     }
+    if (rs->state == RS_DONE_SENT && rs->done_busy) {
+        /* SYNC_DONE sent (or queued) and not answered: the peer may have
+         * adopted our generation and may go on to write to it. */
+        rv_warn("volume %s: link closed before the peer confirmed the end of the resync: "
+                "a new data generation starts with the next write", rs->v->meta.name);
+        rv_volume_peer_maybe_adopted(rs->v);
+    }
     if (rs->done_busy && rs->done_sent) {
         rs->done_busy = false;
         notify_idle(rs);

@@ -561,6 +561,19 @@ void rv_volume_peer_in_sync(struct rv_volume *v)
     v->ahead_durable = v->meta.bitmap_gen != 0;
 }
 
+void rv_volume_peer_maybe_adopted(struct rv_volume *v)
+{
+    /* bitmap_gen 0 and nothing bumped: the next flush of a primary without
+     * its peer starts a new generation based on the current one, which is
+     * what the peer has if it did adopt it (model finding 9).  The bits
+     * stay: relative to the new base they are a superset. */
+    v->meta.bitmap_gen = 0;
+    v->gen_bumped = false;
+    v->ahead_durable = false;
+    if (!v->readonly)
+        rv_volume_meta_commit(v, NULL);
+}
+
 void rv_volume_freeze(struct rv_volume *v)
 {
     if (!v->frozen_tail)

@@ -161,6 +161,11 @@ void rv_volume_meta_commit(struct rv_volume *v, void (*cb)(struct rv_volume *v, 
 /* The link came up with the two copies in sync. */
 void rv_volume_peer_in_sync(struct rv_volume *v);
 
+/* The peer may have adopted our current generation (a SYNC_DONE went out
+ * and its answer did not come back): what we write from now on must be a
+ * new generation, not more of the one the peer may also write to. */
+void rv_volume_peer_maybe_adopted(struct rv_volume *v);
+
 /* Allocation map (see rv_backend_ops.extents). */
 int rv_volume_extents(struct rv_volume *v, uint64_t off, uint64_t len,
                       struct rv_extent *ext, unsigned max);
