@@ -943,8 +943,10 @@ static void rreq_done(struct rv_req *req)
         /* Every resync write before it is applied (the FLUSH waited for
          * them, durably).  Adopt the source's generation: this copy is now
          * the same data. */
-        v->meta.history_gen[1] = v->meta.history_gen[0];
-        v->meta.history_gen[0] = v->meta.current_gen;
+        if (rr->gen != v->meta.current_gen) {   /* (same generation: history unchanged) */
+            v->meta.history_gen[1] = v->meta.history_gen[0];
+            v->meta.history_gen[0] = v->meta.current_gen;
+        }
         v->meta.current_gen = rr->gen;
         v->meta.bitmap_gen = 0;
         v->meta.disk_state = RV_DISK_UPTODATE;

@@ -58,13 +58,23 @@ static uint32_t decide(const struct rv_gen_view *m, const struct rv_gen_view *r,
     }
     if (lg == rg) {
         /* Same data generation.  Bits left by an unclean stop of the
-         * primary (its activity log) still go to the secondary. */
-        if (primary && m->dirty_bytes > 0)
+         * primary (its activity log) still go to the secondary; so do the
+         * blocks the secondary's own bits name (it crashed as primary with a
+         * write the peer never got: model finding 7); and a secondary that
+         * is not UpToDate (an interrupted resync, a late outdate) becomes
+         * so through a resync that ends with SYNC_DONE, even an empty one
+         * (model finding 2). */
+        const struct rv_gen_view *sec = primary ? r : m;
+        bool sec_needs = (primary ? !r->primary : r->primary) &&
+                         (sec->dirty_bytes > 0 || sec->disk_state != RV_DISK_UPTODATE);
+        if (primary && (m->dirty_bytes > 0 || sec_needs))
             d->dir = RV_SYNC_SOURCE;
-        else if (!primary && r->dirty_bytes > 0)
+        else if (!primary && (r->dirty_bytes > 0 || sec_needs))
             d->dir = RV_SYNC_TARGET;
         snprintf(msg, len, "same data generation %016" PRIx64 "%s", lg,
-                 d->dir == RV_SYNC_NONE ? ": in sync" : ", resyncing what the primary marked dirty");
+                 d->dir == RV_SYNC_NONE ? ": in sync"
+                 : sec->disk_state != RV_DISK_UPTODATE ? ", resyncing the secondary to UpToDate"
+                 : ", resyncing what either side marked dirty");
         return 0;
     }
     if (m->bitmap_gen && m->bitmap_gen == rg && r->bitmap_gen == 0) {

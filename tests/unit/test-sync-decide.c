@@ -50,6 +50,36 @@ static void test_in_sync(void)
     CU_ASSERT_FALSE(d.full);
 }
 
+/* Model findings 2 and 7: at the same generation, a secondary that is not
+ * UpToDate, or has dirty bits of its own, is resynced from the primary. */
+static void test_same_gen_secondary(void)
+{
+    struct rv_gen_view a = node(10, 0, true), b = node(10, 0, false);
+    struct rv_sync_decision d;
+    uint32_t states[] = { RV_DISK_OUTDATED, RV_DISK_INCONSISTENT };
+    for (unsigned i = 0; i < 2; i++) {
+        b.disk_state = states[i];
+        d = both(&a, &b, RV_SB_DISCONNECT);
+        CU_ASSERT_EQUAL(d.refuse, 0);
+        CU_ASSERT_EQUAL(d.dir, RV_SYNC_SOURCE);
+        CU_ASSERT_FALSE(d.full);
+        CU_ASSERT_PTR_NOT_NULL(strstr(d.msg, "UpToDate"));
+    }
+    b.disk_state = RV_DISK_UPTODATE;
+    b.dirty_bytes = 1 << 20;            /* crashed as primary, restarted secondary */
+    d = both(&a, &b, RV_SB_DISCONNECT);
+    CU_ASSERT_EQUAL(d.refuse, 0);
+    CU_ASSERT_EQUAL(d.dir, RV_SYNC_SOURCE);
+    CU_ASSERT_FALSE(d.full);
+    /* the secondary's view of the same pair */
+    d = both(&b, &a, RV_SB_DISCONNECT);
+    CU_ASSERT_EQUAL(d.dir, RV_SYNC_TARGET);
+    /* both clean and UpToDate: nothing to do */
+    b.dirty_bytes = 0;
+    d = both(&a, &b, RV_SB_DISCONNECT);
+    CU_ASSERT_EQUAL(d.dir, RV_SYNC_NONE);
+}
+
 static void test_ahead_and_behind(void)
 {
     struct rv_gen_view a = node(11, 10, true), b = node(10, 0, false);
@@ -159,6 +189,7 @@ int main(void)
         return CU_get_error();
     CU_pSuite s = CU_add_suite("sync_decide", NULL, NULL);
     CU_add_test(s, "same generation", test_in_sync);
+    CU_add_test(s, "same generation, secondary Outdated/Inconsistent/dirty", test_same_gen_secondary);
     CU_add_test(s, "one side ahead", test_ahead_and_behind);
     CU_add_test(s, "empty mirror: full sync", test_empty_mirror);
     CU_add_test(s, "split brain, policies, discard-my-data", test_split_brain);
