@@ -175,6 +175,7 @@ struct rv_peer {
     int fence_fd;                       /* its pidfd, polled on the ring */
     struct rv_op fence_op;
     char fence_handler[256];
+    bool peer_fenced;                   /* handler succeeded / resume-io since the last connection */
     bool discard_my_data;               /* one-shot, from `repvol connect --discard-my-data` */
     uint32_t remote_role;
     /* mode A */
@@ -446,6 +447,7 @@ static void pc_connected(struct peer_conn *pc, const char *msg)
             pc->remote.node_id, pc->remote.name, rv_role_name(pc->remote.role), pc->addr,
             rv_repl_mode_name(p->o.mode), msg);
     p->discard_my_data = false;
+    p->peer_fenced = false;             /* the next separation needs fencing again */
     if (pc->sync == SYNC_SOURCE && !pc->sync_full && pc->remote.dirty_bytes > 0) {
         /* The target changed blocks too (a discarded split-brain side, an
          * activity log left by a crash): wait for its bitmap, and resync
@@ -1343,6 +1345,8 @@ static void pc_close(struct peer_conn *pc, const char *why)
                  pc->remote.role == RV_ROLE_PRIMARY ? "" : " (its copy is marked Outdated)");
         rv_info("volume %s: %s%s", p->v->meta.name, p->last_error,
                 p->v->role == RV_ROLE_PRIMARY ? "; continuing without it, recording what it misses" : "");
+        if (pc->remote.role != RV_ROLE_PRIMARY)
+            p->peer_fenced = true;      /* it outdated itself: as good as fenced */
         rv_volume_peer_lost(p->v);
     } else if (was_connected) {
         p->disconnects++;
@@ -1895,6 +1899,9 @@ static void fence_done(struct rv_op *op, int res)
     p->fence_pid = 0;
     if (status == 0) {
         rv_info("volume %s: fence-peer handler succeeded: continuing without the peer", p->v->meta.name);
+        /* A success that comes after a new connection was made is about the
+         * old separation: the next one is fenced again. */
+        p->peer_fenced = p->state != RV_PEER_CONNECTED;
         rv_volume_thaw(p->v);
     } else {
         rv_err("volume %s: fence-peer handler %s failed (%s %d): writes stay frozen; "
@@ -1944,8 +1951,23 @@ static void fence_peer(struct rv_peer *p)
     io_uring_prep_poll_add(sqe, fd, POLLIN);
 }
 
+bool rv_peer_fence_local_write(struct rv_peer *p)
+{
+    /* Model finding 1: fencing only on the loss of a live link left a
+     * primary that restarted (or was promoted) without ever reaching its
+     * peer acknowledging writes the still-UpToDate peer lacks. */
+    if (p->o.mode == RV_MODE_C && p->fence_handler[0] && !p->peer_fenced && !p->fence_pid &&
+        !p->v->frozen && p->state != RV_PEER_CONNECTED && !p->shutting_down) {
+        rv_warn("volume %s: a write the peer lacks and the peer not fenced since the last connection: "
+                "running the fence-peer handler", p->v->meta.name);
+        fence_peer(p);
+    }
+    return p->v->frozen;
+}
+
 void rv_peer_resume_io(struct rv_peer *p)
 {
+    p->peer_fenced = true;              /* the operator's call: no fencing until the next connection */
     if (p->v->frozen) {
         rv_warn("volume %s: I/O resumed by the operator without fencing the peer", p->v->meta.name);
         rv_volume_thaw(p->v);

@@ -231,6 +231,8 @@ static void req_join(struct rv_req *req)
             rv_bitmap_mark(&v->bm, req->off, req->len);
         if (result == 0)
             v->stats.local_only_writes++;
+        if (!v->frozen && v->peer)
+            rv_peer_fence_local_write(v->peer);
         if (v->frozen) {
             /* The fence-peer handler hasn't said the peer is out of the
              * way: acknowledging now could lose this write in a failover. */

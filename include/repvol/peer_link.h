@@ -109,6 +109,12 @@ void rv_peer_resume_io(struct rv_peer *p);
  * misses and resyncs it when the link is back. */
 void rv_peer_drop(struct rv_peer *p, const char *why);
 
+/* A mode-C primary with a fence-peer handler is about to acknowledge a
+ * write the peer lacks: unless the peer was fenced (or the operator
+ * resumed I/O) since the last connection, run the handler now; the volume
+ * is then frozen.  Returns true if the volume is frozen. */
+bool rv_peer_fence_local_write(struct rv_peer *p);
+
 /* The peer as last seen in a handshake (role), or 0. */
 uint32_t rv_peer_remote_role(const struct rv_peer *p);
 
