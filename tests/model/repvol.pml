@@ -55,6 +55,9 @@
  *   FIX_AHEAD_GEN       the new data generation is taken when the peer is
  *                       lost / a local-only write parks, not when the
  *                       (possibly deferred) flush starts
+ *   FIX_FENCE_HANDSHAKE with FIX_FENCE_ALL: fence also when the link came up
+ *                       between the write's issue and its completion (the
+ *                       peer may not have processed our HELLO yet)
  *   FIX_SAME_GEN_STATE  same data generation: a secondary that is not
  *                       UpToDate becomes a resync target (SYNC_DONE ends it)
  */
@@ -62,7 +65,21 @@
 /* Fixes the C code has (README.md, "Findings"): by default the model is
  * the code as it is now.  -DBUG_<NAME> puts the old behaviour back, so
  * check.sh can show the counterexample the fix removed (its xfail runs). */
-/* (none yet) */
+#if !defined(BUG_FENCE_ALL) && !defined(FIX_FENCE_ALL)
+#define FIX_FENCE_ALL
+#endif
+#if !defined(BUG_SAME_GEN_STATE) && !defined(FIX_SAME_GEN_STATE)
+#define FIX_SAME_GEN_STATE
+#endif
+#if !defined(BUG_MARK_AT_ISSUE) && !defined(FIX_MARK_AT_ISSUE)
+#define FIX_MARK_AT_ISSUE
+#endif
+#if !defined(BUG_SAME_GEN_BITMAP) && !defined(FIX_SAME_GEN_BITMAP)
+#define FIX_SAME_GEN_BITMAP
+#endif
+#if !defined(BUG_SD_LOST) && !defined(FIX_SD_LOST)
+#define FIX_SD_LOST
+#endif
 
 #ifndef MODE
 #define MODE 3
@@ -537,7 +554,12 @@ inline req_join(n, i) {
         if
         :: N[n].frozen -> wst[jw] = W_FROZEN
 #ifdef FIX_FENCE_ALL
-        :: !N[n].frozen && FENCE && !N[n].fenced -> fence_peer(n); N[n].frozen = 1; wst[jw] = W_FROZEN
+        :: !N[n].frozen && FENCE && !N[n].fenced &&   /* rv_peer_fence_local_write */
+#ifndef FIX_FENCE_HANDSHAKE
+           N[n].ps != PS_CONN &&
+#endif
+           1 ->
+            fence_peer(n); N[n].frozen = 1; wst[jw] = W_FROZEN
 #endif
         :: else ->
             if
@@ -838,8 +860,8 @@ inline pc_close(n, planned) {
         /* SYNC_DONE unanswered: the peer may have adopted our generation:
          * what we write from now on is a new one */
         if
-        :: N[n].done_busy -> N[n].m.bmgen = 0;   /* (also when a demotion closed it) */
-            N[n].ahead = 0; N[n].gbump = 0
+        :: N[n].done_busy ->    /* rv_volume_peer_maybe_adopted (also when a demotion closed it) */
+            N[n].m.bmgen = 0; N[n].ahead = 0; N[n].gbump = 0; meta_commit(n, 0)
         :: else -> skip
         fi;
 #endif
@@ -1172,7 +1194,10 @@ inline apply(n, i) {
             assert(d_ok);
             printf("MSC: n%d rreq_done: SYNC_DONE: adopt generation %d, UpToDate (data %d,%d)\n", n, N[n].r[i].val,
                    N[n].data[0], N[n].data[1]);
-            N[n].m.h1 = N[n].m.h0; N[n].m.h0 = N[n].m.gen;
+            if   /* same generation: history unchanged */
+            :: N[n].r[i].val != N[n].m.gen -> N[n].m.h1 = N[n].m.h0; N[n].m.h0 = N[n].m.gen
+            :: else -> skip
+            fi;
             N[n].m.gen = N[n].r[i].val; N[n].m.bmgen = 0;
             N[n].m.dstate = UPTD;
             N[n].bm[0] = 0; N[n].bm[1] = 0;
@@ -1526,8 +1551,8 @@ end:
     :: d_step { N[0].up && (N[0].ps == PS_SB || N[0].ps == PS_REFUSED) && nops < MAXOPS -> peer_connect(0, 0) }
     :: d_step { N[1].up && (N[1].ps == PS_SB || N[1].ps == PS_REFUSED) && nops < MAXOPS -> peer_connect(1, 0) }
 #if FENCE
-    :: d_step { N[0].up && N[0].frozen && N[0].fence == 0 && nops < MAXOPS -> printf("MSC: n0 rv_peer_resume_io\n"); nops++; lossy = 1; thaw(0) }
-    :: d_step { N[1].up && N[1].frozen && N[1].fence == 0 && nops < MAXOPS -> printf("MSC: n1 rv_peer_resume_io\n"); nops++; lossy = 1; thaw(1) }
+    :: d_step { N[0].up && N[0].frozen && N[0].fence == 0 && nops < MAXOPS -> printf("MSC: n0 rv_peer_resume_io\n"); nops++; lossy = 1; N[0].fenced = 1; thaw(0) }
+    :: d_step { N[1].up && N[1].frozen && N[1].fence == 0 && nops < MAXOPS -> printf("MSC: n1 rv_peer_resume_io\n"); nops++; lossy = 1; N[1].fenced = 1; thaw(1) }
 #endif
     od;
     skip
