@@ -333,7 +333,19 @@ static int cmd_outdate(void *ctx, int argc, char **argv, struct rv_strbuf *out)
     }
     if (d->vol.meta.disk_state == RV_DISK_UPTODATE)
         d->vol.meta.disk_state = RV_DISK_OUTDATED;
-    rv_volume_meta_commit(&d->vol, NULL);
+    /* The fence-peer handler's success rests on this answer: give it only
+     * once the state is on disk (model finding 8: a crash before the flush
+     * brought the copy back UpToDate and promotable). */
+    int r = rv_volume_meta_write_now(&d->vol);
+    if (r == -EAGAIN) {
+        rv_volume_meta_commit(&d->vol, NULL);
+        rv_sb_printf(out, "a metadata flush is in progress; try again");
+        return -EAGAIN;         /* the CLI retries */
+    }
+    if (r < 0) {
+        rv_sb_printf(out, "cannot record the Outdated state: %s", strerror(-r));
+        return r;
+    }
     rv_info("volume %s: marked Outdated", d->vol.meta.name);
     rv_sb_printf(out, "%s\n", rv_disk_state_name(d->vol.meta.disk_state));
     return 0;

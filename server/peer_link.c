@@ -133,6 +133,7 @@ struct peer_conn {
     struct remote_req *sync_done_rr;    /* target: answered once the new generation is durable */
     struct remote_req *nack_wait;       /* failed writes: NACKed once Outdated is durable */
     bool nack_outdating;
+    uint64_t target_ticket, sync_done_ticket;   /* their metadata commits (rv_volume_meta_commit) */
 };
 
 struct rv_peer {
@@ -346,6 +347,8 @@ static void target_committed(struct rv_volume *v, int err)
     struct peer_conn *pc = p->conn;
     if (!pc || pc->state != PC_CONNECTED)
         return;
+    if (!err && v->meta_seq_done < pc->target_ticket)
+        return;                 /* an older connection's commit: ours is still on its way */
     if (err) {
         pc_close(pc, "cannot record the resync target state");
         return;
@@ -476,7 +479,7 @@ static void pc_connected(struct peer_conn *pc, const char *msg)
                 pc->sync_full ? "full sync" : "from the peer's bitmap");
         pc->paused = true;
         rv_sockconn_pause(&pc->sc);
-        rv_volume_meta_commit(v, target_committed);
+        pc->target_ticket = rv_volume_meta_commit(v, target_committed);
         if (!pc->sync_full && v->bm.set_bits > 0) {
             pc->bitmap_cursor = 0;
             send_bitmap_chunk(pc);
@@ -890,6 +893,8 @@ static void sync_done_committed(struct rv_volume *v, int err)
     struct peer_conn *pc = v->peer ? v->peer->conn : NULL;
     if (!pc || !pc->sync_done_rr)
         return;
+    if (!err && v->meta_seq_done < pc->sync_done_ticket)
+        return;                 /* not this SYNC_DONE's commit yet */
     struct remote_req *rr = pc->sync_done_rr;
     pc->sync_done_rr = NULL;
     if (pc->state == PC_CLOSING) {
@@ -956,7 +961,7 @@ static void rreq_done(struct rv_req *req)
         rv_resync_target_end(pc->p->rs);
         rv_info("volume %s: resync complete: UpToDate at generation %016" PRIx64, v->meta.name, rr->gen);
         pc->sync_done_rr = rr;
-        rv_volume_meta_commit(v, sync_done_committed);
+        pc->sync_done_ticket = rv_volume_meta_commit(v, sync_done_committed);
         return;
     }
     if (req->result < 0 && rr->type != RV_REPL_T_DIGEST_REQ &&

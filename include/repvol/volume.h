@@ -124,7 +124,14 @@ struct rv_volume {
     struct rv_req *meta_flight;
     uint8_t *sb_buf;            /* 4 KiB, aligned: the superblock being written */
     struct rv_op meta_sync_op;
-    void (*meta_cb)(struct rv_volume *v, int err);   /* one-shot: after the next flush */
+    /* Callbacks of rv_volume_meta_commit: `next` run after the next flush
+     * that starts, `flight` after the one in flight.  meta_seq_*: flushes
+     * started / completed (tickets, see rv_volume_meta_commit). */
+#define RV_META_CBS 8
+    void (*meta_cb_next[RV_META_CBS])(struct rv_volume *v, int err);
+    void (*meta_cb_flight[RV_META_CBS])(struct rv_volume *v, int err);
+    unsigned meta_cb_nnext, meta_cb_nflight;
+    uint64_t meta_seq_started, meta_seq_done;
 
     /* Fencing (peer_link.c runs the handler): while frozen, writes the peer
      * did not get are held, not acknowledged. */
@@ -155,8 +162,18 @@ void rv_volume_thaw(struct rv_volume *v);
 void rv_volume_track(struct rv_volume *v);
 
 /* Write the superblock (after changing v->meta) and dirty bitmap pages
- * through the ring; cb runs once they are durable (err 0) or failed. */
-void rv_volume_meta_commit(struct rv_volume *v, void (*cb)(struct rv_volume *v, int err));
+ * through the ring; cb runs once they are durable (err 0) or failed: after
+ * a flush that started after this call, never after one already in flight
+ * (that one was encoded before the change).  Callbacks accumulate (each
+ * function once per flush).  Returns the commit's ticket: the change is
+ * durable once v->meta_seq_done >= ticket, which a callback shared by
+ * several commits (an old connection's and a new one's) can check. */
+uint64_t rv_volume_meta_commit(struct rv_volume *v, void (*cb)(struct rv_volume *v, int err));
+
+/* Write the superblock now, synchronously, if no flush is in flight
+ * (-EAGAIN otherwise: a flush in flight could land after it).  For the
+ * rare command that must answer only once its change is durable. */
+int rv_volume_meta_write_now(struct rv_volume *v);
 
 /* The link came up with the two copies in sync. */
 void rv_volume_peer_in_sync(struct rv_volume *v);
