@@ -210,6 +210,15 @@ void rv_bitmap_al_end(struct rv_bitmap *bm, uint64_t off, uint64_t len)
             bm->ext_inflight[e]--;
 }
 
+void rv_bitmap_al_hold(struct rv_bitmap *bm, uint64_t off, uint64_t len)
+{
+    if (len == 0)
+        len = 1;
+    uint64_t e0 = off >> RV_AL_EXTENT_SHIFT, e1 = (off + len - 1) >> RV_AL_EXTENT_SHIFT;
+    for (uint64_t e = e0; e <= e1 && e < bm->nextents; e++)
+        bm->ext_inflight[e]++;
+}
+
 uint64_t rv_bitmap_next_set(const struct rv_bitmap *bm, uint64_t from)
 {
     for (uint64_t b = from; b < bm->nbits;) {

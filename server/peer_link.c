@@ -75,6 +75,7 @@ struct async_frame {
     uint32_t len;
     uint8_t io_type;
     bool sent, acked;
+    bool al;                    /* holds its activity-log extents (rv_bitmap_al_hold) */
     struct async_frame *next;           /* free list, or the outstanding list */
     struct async_frame *prev;
 };
@@ -621,6 +622,12 @@ static void async_release(struct rv_peer *p, struct async_frame *f, bool deliver
 {
     if (!delivered && f->io_type != RV_IO_FLUSH)
         rv_bitmap_mark(&p->v->bm, f->off, f->len);     /* the peer may lack it */
+    if (f->al) {
+        /* The extent may go cold now: its on-disk bits then come from the
+         * in-memory bitmap, which has the mark if the peer may lack it. */
+        rv_bitmap_al_end(&p->v->bm, f->off, f->len);
+        f->al = false;
+    }
     if (f->prev)
         f->prev->next = f->next;
     else
@@ -732,6 +739,13 @@ bool rv_peer_submit(struct rv_peer *p, struct rv_req *req)
         f->off = req->off;
         f->len = req->len;
         f->io_type = req->type;
+        /* Model finding 10: the request's activity-log reference ends at
+         * req_join, right after this; until the peer acknowledges the frame
+         * the extent must stay hot, or a crash loses the record that the
+         * peer may lack the block. */
+        f->al = req->al;
+        if (f->al)
+            rv_bitmap_al_hold(&p->v->bm, req->off, req->len);
         f->sent = f->acked = false;
         f->buf = buf;
         if (buf)

@@ -87,6 +87,10 @@ void rv_bitmap_clear_all(struct rv_bitmap *bm);
  * false when they were made hot now and a flush must complete first. */
 bool rv_bitmap_al_begin(struct rv_bitmap *bm, uint64_t off, uint64_t len);
 void rv_bitmap_al_end(struct rv_bitmap *bm, uint64_t off, uint64_t len);
+/* One more reference on the (hot) extents of [off, off+len), released by
+ * rv_bitmap_al_end: mode A keeps a write's extents hot until the peer
+ * acknowledges its frame. */
+void rv_bitmap_al_hold(struct rv_bitmap *bm, uint64_t off, uint64_t len);
 
 /* First set bit at or after `from` (nbits if none), and the end of its run. */
 uint64_t rv_bitmap_next_set(const struct rv_bitmap *bm, uint64_t from);
