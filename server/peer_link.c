@@ -89,6 +89,7 @@ struct peer_conn {
     bool outgoing;
     char addr[96];
     struct rv_repl_hello remote;
+    struct rv_repl_hello sent;          /* our HELLO on this connection */
     uint8_t hello_buf[HELLO_FRAME_MAX + RV_REPL_REFUSE_MSG_MAX];
     struct rv_sendq_item hello_item;
     bool hello_queued;
@@ -275,6 +276,7 @@ static void send_hello(struct peer_conn *pc)
 {
     struct rv_repl_hello h;
     fill_hello(pc->p, &h);
+    pc->sent = h;
     struct rv_repl_hdr hdr = { .type = RV_REPL_T_HELLO, .payload_len = RV_REPL_HELLO_SIZE };
     rv_repl_encode_hdr(pc->hello_buf, &hdr);
     rv_repl_encode_hello(pc->hello_buf + RV_REPL_HDR_SIZE, RV_REPL_HELLO_SIZE, &h);
@@ -317,6 +319,33 @@ static void send_refuse(struct peer_conn *pc, uint32_t reason, const char *msg)
 
 /* The handshake decision lives in sync_decide.c (pure, unit-tested);
  * here it gets this node's and the peer's views. */
+static struct rv_gen_view hello_view(const struct rv_repl_hello *r)
+{
+    struct rv_gen_view v = {
+        .current_gen = r->current_gen, .bitmap_gen = r->bitmap_gen,
+        .history_gen = { r->history_gen[0], r->history_gen[1] }, .disk_state = r->disk_state,
+        .primary = r->role == RV_ROLE_PRIMARY, .dirty_bytes = r->dirty_bytes,
+        .discard_my_data = (r->flags & RV_REPL_HELLO_F_DISCARD_MY_DATA) != 0,
+    };
+    return v;
+}
+
+/* The dialer decides when the acceptor's HELLO arrives, on its state as it
+ * is then; the acceptor decided on the dialer's HELLO.  If the dialer's
+ * state changed in between (a local-only write started a new generation)
+ * the two decisions can differ: a "source" talking to a peer that thinks
+ * it is in sync (model finding 3).  True if the decision on the HELLO we
+ * sent is not the one we reached. */
+static bool decided_on_stale_hello(struct peer_conn *pc)
+{
+    struct rv_gen_view sent = hello_view(&pc->sent), remote = hello_view(&pc->remote);
+    struct rv_sync_decision d;
+    rv_sync_decide(&sent, &remote, pc->p->o.sb_policy, &d);
+    enum rv_sync_dir dir = pc->sync == SYNC_SOURCE ? RV_SYNC_SOURCE
+                         : pc->sync == SYNC_TARGET ? RV_SYNC_TARGET : RV_SYNC_NONE;
+    return d.refuse != 0 || d.dir != dir || d.full != pc->sync_full;
+}
+
 static uint32_t decide(struct peer_conn *pc, const struct rv_repl_hello *r, char *msg, size_t len)
 {
     struct rv_peer *p = pc->p;
@@ -327,12 +356,7 @@ static uint32_t decide(struct peer_conn *pc, const struct rv_repl_hello *r, char
         .primary = p->v->role == RV_ROLE_PRIMARY,
         .dirty_bytes = p->v->bm.set_bits << p->v->bm.gran_shift, .discard_my_data = p->discard_my_data,
     };
-    struct rv_gen_view remote = {
-        .current_gen = r->current_gen, .bitmap_gen = r->bitmap_gen,
-        .history_gen = { r->history_gen[0], r->history_gen[1] }, .disk_state = r->disk_state,
-        .primary = r->role == RV_ROLE_PRIMARY, .dirty_bytes = r->dirty_bytes,
-        .discard_my_data = (r->flags & RV_REPL_HELLO_F_DISCARD_MY_DATA) != 0,
-    };
+    struct rv_gen_view remote = hello_view(r);
     struct rv_sync_decision d;
     rv_sync_decide(&local, &remote, p->o.sb_policy, &d);
     pc->sync = d.dir == RV_SYNC_SOURCE ? SYNC_SOURCE : d.dir == RV_SYNC_TARGET ? SYNC_TARGET : SYNC_NONE;
@@ -535,6 +559,12 @@ static void handle_hello(struct peer_conn *pc, const struct rv_repl_hdr *h, cons
     if (reason) {
         set_state(p, pc->split_brain ? RV_PEER_SPLIT_BRAIN : RV_PEER_REFUSED);
         send_refuse(pc, reason, msg);
+        return;
+    }
+    if (pc->outgoing && decided_on_stale_hello(pc)) {
+        rv_info("volume %s: this node's state changed during the handshake: connecting again",
+                p->v->meta.name);
+        pc_close(pc, NULL);     /* not connected yet: no loss; the tick redials */
         return;
     }
     if (!pc->outgoing)
