@@ -94,13 +94,13 @@ FINDINGS=(
 "7|same-gen-bm|SAME_GEN_BITMAP|d_ok|$XB|d|same generation: the secondary's dirty bits are ignored"
 "8|outdate|OUTDATE_DURABLE|a_ok|$XB2|d|'repvol outdate' answers before Outdated is durable"
 "9|sd-lost|SD_LOST|b_ok a_ok|$XB|d|SYNC_DONE's answer lost: one generation, two data sets"
-"10|mode-a|TRACK_UNACKED|d_ok|-DMODE=1 -DMAXW=2 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=0|q|mode A: the activity log lets go before the peer's ACK"
+"10|mode-a|AL_UNTIL_ACK|d_ok|-DMODE=1 -DMAXW=2 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=0|q|mode A: the activity log lets go before the peer's ACK"
 "11|mode-b|TRACK_UNACKED|d_ok|-DMODE=2 -DMAXW=2 -DMAXCRASH=1 -DMAXCUT=1 -DMAXOPS=0|q|mode B: received, not applied, not marked"
 "13|fence-handshake|FENCE_HANDSHAKE|a_ok|$XB|q|a write issued before the link came up is acknowledged before the peer is a resync target"
 "12|ahead-gen|AHEAD_GEN|b_ok a_ok|-DMAXW=3 -DMAXCRASH=2 -DMAXCUT=1 -DMAXOPS=2|n|deferred flush: no new generation after a quick reconnect"
 )
 # Fixes in the C code (model default; see repvol.pml).
-FIXED=" FENCE_ALL SAME_GEN_STATE MARK_AT_ISSUE SAME_GEN_BITMAP SD_LOST "
+FIXED=" FENCE_ALL SAME_GEN_STATE MARK_AT_ISSUE SAME_GEN_BITMAP SD_LOST AL_UNTIL_ACK META_CB OUTDATE_DURABLE HELLO_STABLE "
 # Proposed fixes of the open findings, for the pass runs.
 OPEN_C= OPEN_AB=
 for f in "${FINDINGS[@]}"; do

@@ -32,6 +32,8 @@
  *   FIX_MARK_AT_ISSUE   a client write that is not sent to the peer marks
  *                       its range when it is issued, and a leg failed by a
  *                       lost link marks its range at once (not at req_join)
+ *   FIX_AL_UNTIL_ACK    mode A: the write's activity-log extent stays hot
+ *                       until the peer's ACK (or the frame's drop)
  *   FIX_TRACK_UNACKED   mode B: a frame the peer has not completed stays
  *                       tracked (the peer also acknowledges completion); on
  *                       link loss its range is marked; modes A/B: the marks
@@ -45,8 +47,8 @@
  *   FIX_START_SECONDARY a crashed primary restarts as secondary
  *   FIX_SAME_GEN_BITMAP same data generation: a secondary with dirty bits
  *                       is resynced too (its bitmap merged by the primary)
- *   FIX_HELLO_STABLE    the dialer starts over when its own state changed
- *                       between its HELLO and its decide()
+ *   FIX_HELLO_STABLE    the dialer starts over when its decision on its
+ *                       current state differs from the one on its HELLO
  *   FIX_FULL_SYNC_HOLES a full sync sends holes too (as zeroes/TRIM) unless the
  *                       target is an empty mirror
  *   FIX_SD_LOST         a source that loses the link with its SYNC_DONE
@@ -79,6 +81,18 @@
 #endif
 #if !defined(BUG_SD_LOST) && !defined(FIX_SD_LOST)
 #define FIX_SD_LOST
+#endif
+#if !defined(BUG_AL_UNTIL_ACK) && !defined(FIX_AL_UNTIL_ACK)
+#define FIX_AL_UNTIL_ACK
+#endif
+#if !defined(BUG_META_CB) && !defined(FIX_META_CB)
+#define FIX_META_CB
+#endif
+#if !defined(BUG_OUTDATE_DURABLE) && !defined(FIX_OUTDATE_DURABLE)
+#define FIX_OUTDATE_DURABLE
+#endif
+#if !defined(BUG_HELLO_STABLE) && !defined(FIX_HELLO_STABLE)
+#define FIX_HELLO_STABLE
 #endif
 
 #ifndef MODE
@@ -300,7 +314,8 @@ hidden byte ma, mb, mc;
 hidden byte ki, mj, rk, fk, tk, ck2, ci, vk, pk;
 hidden byte plan, bb, t1, jb, jw, cbs, nbit, lg, ld, victim, why, dres, reason, was;
 hidden byte r_gen, r_bmgen, r_h0, r_h1, r_role, r_dstate, r_dirty, r_discard;
-hidden byte ms, jok, pgo, d01, d10, c0, c1;
+hidden byte ms, jok, pgo, d01, d10, c0, c1, lbits;
+hidden byte s_sync, s_full, s_sb, s_lossy, s_sbr, s_gen, s_bmgen, s_h0, s_h1, s_dst, s_role, s_disc;
 hidden byte a_ok, b_ok, c_ok, d_ok, e_ok;
 
 #define CONTAINS(n, w)  ((whist[N[n].data[wblk[w]]] >> (w)) & 1)
@@ -537,7 +552,7 @@ inline ord_kick(n) {
 /* req_join() of a client write: both legs are done */
 inline req_join(n, i) {
     jb = N[n].r[i].blk; jw = N[n].r[i].val; jok = N[n].r[i].pok;
-#if MODE == 1 && defined(FIX_TRACK_UNACKED)
+#if MODE == 1 && defined(FIX_AL_UNTIL_ACK)
     if
     :: !wun[jw] -> N[n].alinf[jb]--     /* else: the extent stays hot until the peer's ACK */
     :: else -> skip
@@ -732,15 +747,15 @@ inline decide(n) {
     if
     :: dres == 255 && lg == r_gen ->
         if
-        :: N[n].role == PRI && NBITS(n) > 0 -> N[n].sync = SYNC_SRC
+        :: N[n].role == PRI && lbits > 0 -> N[n].sync = SYNC_SRC
         :: N[n].role != PRI && r_dirty > 0 -> N[n].sync = SYNC_TGT
 #ifdef FIX_SAME_GEN_STATE
-        :: N[n].role == PRI && NBITS(n) == 0 && r_dstate != UPTD -> N[n].sync = SYNC_SRC
+        :: N[n].role == PRI && lbits == 0 && r_dstate != UPTD -> N[n].sync = SYNC_SRC
         :: N[n].role != PRI && r_dirty == 0 && N[n].m.dstate != UPTD -> N[n].sync = SYNC_TGT
 #endif
 #ifdef FIX_SAME_GEN_BITMAP
-        :: N[n].role == PRI && NBITS(n) == 0 && r_dirty > 0 -> N[n].sync = SYNC_SRC
-        :: N[n].role != PRI && r_dirty == 0 && NBITS(n) > 0 -> N[n].sync = SYNC_TGT
+        :: N[n].role == PRI && lbits == 0 && r_dirty > 0 -> N[n].sync = SYNC_SRC
+        :: N[n].role != PRI && r_dirty == 0 && lbits > 0 -> N[n].sync = SYNC_TGT
 #endif
         :: else -> skip
         fi;
@@ -767,7 +782,7 @@ inline decide(n) {
     /* split brain */
     if
     :: dres == 255 && N[n].m.bmgen != 0 && N[n].m.bmgen == r_bmgen ->
-        ld = NBITS(n); victim = 0; why = 0;
+        ld = lbits; victim = 0; why = 0;
         if
         :: N[n].discard != r_discard -> victim = (N[n].discard -> 1 : 2); why = 1
         :: N[n].discard == r_discard && !N[n].discard && SB_POLICY == 1 && ((ld == 0) != (r_dirty == 0)) ->
@@ -905,7 +920,7 @@ inline pc_close(n, planned) {
     :: vk <= nw ->
         if
         :: wun[vk] && wnode[vk] == n ->
-#if MODE == 1 && defined(FIX_TRACK_UNACKED)
+#if MODE == 1 && defined(FIX_AL_UNTIL_ACK)
             if :: wst[vk] != W_LIST -> N[n].alinf[wblk[vk]]-- :: else -> skip fi;
 #endif
             wun[vk] = 0; N[n].bm[wblk[vk]] = 1; pk = 1
@@ -914,7 +929,7 @@ inline pc_close(n, planned) {
         vk++
     :: else -> break
     od;
-#ifdef FIX_TRACK_UNACKED
+#if defined(FIX_TRACK_UNACKED) && MODE == 2
     if
     :: pk -> meta_commit(n, 0)          /* ... and durably */
     :: else -> skip
@@ -993,9 +1008,9 @@ inline handle_hello(n) {
     :: else -> skip
     fi;
     if
-    :: reason == 0 -> decide(n); reason = dres
+    :: reason == 0 -> lbits = NBITS(n); decide(n); reason = dres
     :: reason == REF_BOTH_PRIMARY ->
-        decide(n);
+        lbits = NBITS(n); decide(n);
         if
         :: dres != 0 && N[n].sb -> reason = REF_GENERATION
         :: else -> skip
@@ -1004,15 +1019,27 @@ inline handle_hello(n) {
     fi;
     N[n].rrole = r_role;
 #ifdef FIX_HELLO_STABLE
-    /* the dialer decides on the state it advertised: if it changed since
-     * its HELLO, the two decisions could differ: start over */
+    /* decided_on_stale_hello(): the dialer's decision on the HELLO it sent
+     * (what the acceptor decided on) must be the one it reached on its
+     * current state, or it starts over */
     if
-    :: N[n].outgoing && reason == 0 &&
-       (hs[n].gen != N[n].m.gen || hs[n].bmgen != N[n].m.bmgen || hs[n].h0 != N[n].m.h0 ||
-        hs[n].h1 != N[n].m.h1 || hs[n].role != N[n].role || hs[n].dstate != N[n].m.dstate ||
-        hs[n].dirty != NBITS(n) || hs[n].discard != N[n].discard) ->
-        printf("MSC: n%d handle_hello: own state changed since its HELLO: reconnect\n", n);
-        reason = 255
+    :: N[n].outgoing && reason == 0 ->
+        s_sync = N[n].sync; s_full = N[n].sfull; s_sb = N[n].sb; s_lossy = lossy; s_sbr = sb_resolved;
+        s_gen = N[n].m.gen; s_bmgen = N[n].m.bmgen; s_h0 = N[n].m.h0; s_h1 = N[n].m.h1;
+        s_dst = N[n].m.dstate; s_role = N[n].role; s_disc = N[n].discard;
+        N[n].m.gen = hs[n].gen; N[n].m.bmgen = hs[n].bmgen; N[n].m.h0 = hs[n].h0; N[n].m.h1 = hs[n].h1;
+        N[n].m.dstate = hs[n].dstate; N[n].role = hs[n].role; N[n].discard = hs[n].discard;
+        lbits = hs[n].dirty;
+        decide(n);
+        if
+        :: dres != 0 || N[n].sync != s_sync || N[n].sfull != s_full ->
+            printf("MSC: n%d handle_hello: decided on a state newer than its HELLO: reconnect\n", n);
+            reason = 255
+        :: else -> skip
+        fi;
+        N[n].sync = s_sync; N[n].sfull = s_full; N[n].sb = s_sb; lossy = s_lossy; sb_resolved = s_sbr;
+        N[n].m.gen = s_gen; N[n].m.bmgen = s_bmgen; N[n].m.h0 = s_h0; N[n].m.h1 = s_h1;
+        N[n].m.dstate = s_dst; N[n].role = s_role; N[n].discard = s_disc
     :: else -> skip
     fi;
 #endif
@@ -1025,13 +1052,14 @@ inline handle_hello(n) {
            r_gen, r_bmgen, r_h0, r_h1, r_dirty, ROLENAME(r_role),
            r_discard, reason, N[n].sb);
     if
-#ifdef FIX_HELLO_STABLE
-    :: reason == 255 -> pc_close(n, 0)
-#endif
     :: reason != 0 ->
-        /* send_refuse(): the REFUSE goes out, then the connection closes */
-        N[n].ps = (N[n].sb -> PS_SB : PS_REFUSED);
-        SEND(PEER(n), REFUSE, 0, N[n].sb, 0);
+        if
+        :: reason != 255 ->
+            /* send_refuse(): the REFUSE goes out, then the connection closes */
+            N[n].ps = (N[n].sb -> PS_SB : PS_REFUSED);
+            SEND(PEER(n), REFUSE, 0, N[n].sb, 0)
+        :: else -> skip         /* decided_on_stale_hello: just close, dial again */
+        fi;
         pc_close(n, 0)
     :: else ->
         if
@@ -1062,7 +1090,7 @@ inline handle_answer(n) {
     :: ma >= 1 && ma <= MAXW ->               /* find_leg() */
         if
         :: mb == 0 ->                           /* async_answer(): the peer completed it */
-#if MODE == 1 && defined(FIX_TRACK_UNACKED)
+#if MODE == 1 && defined(FIX_AL_UNTIL_ACK)
             if
             :: wun[ma] && wst[ma] != W_LIST -> N[n].alinf[wblk[ma]]--
             :: else -> skip
