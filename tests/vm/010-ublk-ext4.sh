@@ -56,6 +56,15 @@ dev_gone "$dev"
 [ ! -e /dev/ublkc0 ] || gfail "/dev/ublkc0 still there"
 e2fsck -fn $GDIR/a.img || gfail "e2fsck -fn on the image after the daemon stopped"
 
+gstep "--readonly: a read-only device that still reads the file system"
+start_daemon r --volume $GDIR/a.img --readonly --ublk
+dev=$(wait_dev r)
+[ "$(cat /sys/block/${dev#/dev/}/ro)" = 1 ] || gfail "$dev is not read-only"
+dd if=/dev/zero of="$dev" bs=4k count=1 oflag=direct 2>/dev/null && gfail "a write to the read-only device succeeded"
+e2fsck -fn "$dev" >/dev/null || gfail "e2fsck through the read-only device"
+stop_daemon r
+dev_gone "$dev"
+
 gstep "attach --ublk / detach through the control socket of an NBD daemon"
 start_daemon b --volume $GDIR/a.img --listen unix:$GDIR/b.sock
 wait_ctl b
