@@ -56,6 +56,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +81,7 @@
 #define UD_TAG(ud)      ((unsigned)((ud) & 0xffff))
 
 #define STOP_JOIN_SECS  10       /* queues must exit this long after STOP_DEV */
+#define START_WAIT_SECS 60       /* START_DEV / END_USER_RECOVERY wait for every queue's fetches */
 /* A dead daemon's device must be quiesced by then: normally at once; if a
  * queue had every tag in the dead daemon's hands (see keep_a_tag_free), only
  * when the kernel's 30 s request timeout fires. */
@@ -147,6 +149,9 @@ struct ublk_frontend {
     pthread_t ctl_thread;
     bool ctl_running;
     int ctl_result;
+    /* Set by a queue thread that gave up before serving (its ring failed):
+     * the control thread then cancels the START_DEV that waits for it. */
+    atomic_int queue_failed;
 };
 
 /* ------------------------------------------------------------ control commands */
@@ -182,6 +187,62 @@ static int ctrl_cmd(struct ublk_frontend *uf, unsigned nr, uint32_t dev_id, void
     if (buf && len && r >= 0)
         RV_MARK_DEFINED(buf, len);
     return r;
+}
+
+/* START_DEV and END_USER_RECOVERY wait (in an io-wq worker: the driver
+ * refuses to block in the submitter) until every queue has fetched every
+ * tag.  If a queue thread failed, or the wait outlasts START_WAIT_SECS, the
+ * command is cancelled: the worker is interrupted and the command fails
+ * with -EINTR instead of hanging the daemon's start. */
+static int ctrl_cmd_start(struct ublk_frontend *uf, unsigned nr)
+{
+    struct io_uring *ring = &uf->ctrl_ring;
+    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    if (!sqe)
+        return -EBUSY;
+    memset(sqe, 0, 128);
+    sqe->opcode = IORING_OP_URING_CMD;
+    sqe->fd = uf->ctrl_fd;
+    sqe->cmd_op = rv_ublk_ctrl_op(uf->feat_ops, nr);
+    sqe->user_data = 1;
+    struct rv_ublksrv_ctrl_cmd *c = (struct rv_ublksrv_ctrl_cmd *)sqe->cmd;
+    c->dev_id = uf->info.dev_id;
+    c->queue_id = (uint16_t)-1;
+    c->data[0] = (uint64_t)getpid();
+    int r = io_uring_submit(ring);
+    if (r < 0)
+        return r;
+    bool cancelled = false;
+    for (unsigned waited = 0;; waited++) {
+        struct __kernel_timespec ts = { .tv_sec = 1, .tv_nsec = 0 };
+        struct io_uring_cqe *cqe;
+        r = io_uring_wait_cqe_timeout(ring, &cqe, &ts);
+        if (r == 0) {
+            uint64_t ud = cqe->user_data;
+            int res = cqe->res;
+            io_uring_cqe_seen(ring, cqe);
+            if (ud == 1)
+                return res;
+            continue;               /* the cancel's own completion */
+        }
+        if (r != -ETIME && r != -EINTR)
+            return r;
+        bool failed = atomic_load(&uf->queue_failed) != 0;
+        if (!cancelled && (failed || waited >= START_WAIT_SECS)) {
+            rv_err("ublk dev %u: %s; cancelling the start", uf->info.dev_id,
+                   failed ? "a queue thread failed before fetching" : "queues not ready in time");
+            sqe = io_uring_get_sqe(ring);
+            if (sqe) {
+                memset(sqe, 0, 128);
+                io_uring_prep_cancel64(sqe, 1, 0);
+                sqe->user_data = 2;
+                io_uring_submit(ring);
+            }
+            cancelled = true;
+        }
+        if (waited >= START_WAIT_SECS + 30)
+            return -ETIMEDOUT;      /* even the cancel did not help: give up (the worker stays) */
+    }
 }
 
 static int ctrl_open(struct ublk_frontend *uf)
@@ -317,8 +378,19 @@ static void *queue_main(void *arg)
         int r = (int)syscall(__NR_io_uring_register, q->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
         if (r < 0)
             r = -errno;
-        if (r < 0)
+        if (r < 0) {
             rv_err("ublk dev %u queue %u: enabling the ring: %s", uf->info.dev_id, q->id, strerror(-r));
+            atomic_store(&uf->queue_failed, 1);
+            return NULL;
+        }
+    }
+    /* Test hook (tests/vm/010): a queue that dies before serving. */
+    const char *fault = getenv("REPVOL_UBLK_FAULT");
+    if (fault && !strcmp(fault, "queue-exit") && q->id == uf->nq - 1) {
+        rv_err("ublk dev %u queue %u: REPVOL_UBLK_FAULT=queue-exit: exiting before fetching", uf->info.dev_id,
+               q->id);
+        atomic_store(&uf->queue_failed, 1);
+        return NULL;
     }
 
     for (unsigned t = 0; t < uf->depth; t++)
@@ -329,6 +401,7 @@ static void *queue_main(void *arg)
         int r = io_uring_submit_and_wait(&q->ring, 1);
         if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
             rv_err("ublk dev %u queue %u: io_uring: %s", uf->info.dev_id, q->id, strerror(-r));
+            atomic_store(&uf->queue_failed, 1);
             break;
         }
         struct io_uring_cqe *cqe;
@@ -505,11 +578,11 @@ static void *start_main(void *arg)
     if (uf->recovering) {
         /* Waits until every queue has fetched, then unquiesces: the
          * requests the dead daemon left are reissued to us. */
-        r = ctrl_cmd(uf, RV_UBLK_CMD_END_USER_RECOVERY, uf->info.dev_id, NULL, 0, (uint64_t)getpid());
+        r = ctrl_cmd_start(uf, RV_UBLK_CMD_END_USER_RECOVERY);
         if (r < 0)
             rv_err("ublk dev %u: END_USER_RECOVERY: %s", uf->info.dev_id, strerror(-r));
     } else {
-        r = ctrl_cmd(uf, RV_UBLK_CMD_START_DEV, uf->info.dev_id, NULL, 0, (uint64_t)getpid());
+        r = ctrl_cmd_start(uf, RV_UBLK_CMD_START_DEV);
         if (r < 0)
             rv_err("ublk dev %u: START_DEV: %s", uf->info.dev_id, strerror(-r));
     }

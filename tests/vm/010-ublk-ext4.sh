@@ -2,7 +2,8 @@
 # ublk in the 6.12 guest: repvold --ublk prints /dev/ublkb0; mkfs.ext4, mount,
 # write, remount, read back (cmp), e2fsck -fn on the device; SIGTERM removes
 # the device and leaves a clean image (e2fsck on the image file itself);
-# 'repvol attach --ublk' / 'repvol detach' on a daemon serving NBD.
+# 'repvol attach --ublk' / 'repvol detach' on a daemon serving NBD; a taken
+# device id, --readonly, and a queue thread failing during the start.
 . "$(dirname "$0")/vm-functions.sh"
 guest=$(mktemp /tmp/vm-guest.XXXXXX)
 trap 'rm -f "$guest"' EXIT
@@ -87,6 +88,22 @@ repvol detach --control $GDIR/b.ctl 2>/dev/null && gfail "second detach succeede
 dev=$(repvol attach --ublk --control $GDIR/b.ctl) || gfail "attach again"
 stop_daemon b
 dev_gone "$dev"
+
+gstep "a queue thread that dies before serving: the start is cancelled, exit 1, no device left"
+export REPVOL_UBLK_FAULT=queue-exit
+start_daemon f --volume $GDIR/other.img --ublk --ublk-queues 2
+unset REPVOL_UBLK_FAULT
+p=$(dpid f)
+i=0
+while kill -0 $p 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+kill -0 $p 2>/dev/null && gfail "daemon still running 30 s after a queue failed"
+wait $p
+rc=$?
+[ $rc = 1 ] || gfail "daemon exited $rc, expected 1"
+grep -q "cancelling the start" $GDIR/f.log || gfail "no cancellation in the log"
+[ ! -s $GDIR/f.out ] || gfail "a device path was printed: $(cat $GDIR/f.out)"
+ls /dev/ublkc* /sys/block/ublkb* 2>/dev/null && gfail "a device was left behind"
+ginfo "exited 1 after $((i / 10)) s, nothing left behind"
 echo "GUEST PASS"
 GUEST
 vm_run "$guest" || exit $?
