@@ -127,6 +127,8 @@ struct peer_conn {
     bool sc_closed;
     enum { SYNC_NONE, SYNC_SOURCE, SYNC_TARGET } sync;
     bool sync_full;
+    bool target_confirmed;              /* source: the target answered a resync frame (it is durably
+                                         * Inconsistent: target_committed ran before it read it) */
     bool split_brain;
     bool await_bitmap;                  /* source: the target's bitmap is on its way */
     uint64_t bitmap_cursor;             /* target: next byte of our bitmap to send */
@@ -179,6 +181,7 @@ struct rv_peer {
     struct rv_op fence_op;
     char fence_handler[256];
     bool peer_fenced;                   /* handler succeeded / resume-io since the last connection */
+    bool held_for_target;               /* frozen until the resync target confirms (model finding 13) */
     bool discard_my_data;               /* one-shot, from `repvol connect --discard-my-data` */
     uint32_t remote_role;
     /* mode A */
@@ -834,8 +837,17 @@ static void handle_answer(struct peer_conn *pc, const struct rv_repl_hdr *h)
         rv_verify_answer(p->vf, h->seq, -(int)h->status, NULL, 0))
         return;
     if (!leg && rv_resync_answer(p->rs, h->seq, h->type == RV_REPL_T_NACK ? -(int)h->status : 0)) {
-        if (h->type == RV_REPL_T_NACK)
+        if (h->type == RV_REPL_T_NACK) {
             pc_close(pc, "peer failed to store resync data");
+            return;
+        }
+        if (!pc->target_confirmed) {
+            pc->target_confirmed = true;
+            if (p->held_for_target) {
+                p->held_for_target = false;
+                rv_volume_thaw(p->v);
+            }
+        }
         return;
     }
     if (h->type == RV_REPL_T_NACK) {
@@ -1369,6 +1381,7 @@ static void pc_close(struct peer_conn *pc, const char *why)
     if (pc->state == PC_CLOSING && pc->sc.closing)
         return;
     bool was_connected = pc->state == PC_CONNECTED;
+    bool held = p->held_for_target && p->conn == pc;
     pc->state = PC_CLOSING;
     if (p->conn == pc) {
         p->conn = NULL;
@@ -1410,6 +1423,16 @@ static void pc_close(struct peer_conn *pc, const char *why)
         rv_warn("volume %s: peer connection %s closed: %s", p->v->meta.name, pc->addr, why);
         snprintf(p->last_error, sizeof p->last_error, "connection %s %s closed before replicating: %s",
                  pc->outgoing ? "to" : "from", pc->addr, why);
+    }
+    if (held) {
+        /* Writes held for the target's confirmation (finding 13): the link
+         * went first.  Fenced (or the peer outdated itself): release them;
+         * otherwise the fence-peer handler decides, as after any loss. */
+        p->held_for_target = false;
+        if (p->peer_fenced)
+            rv_volume_thaw(p->v);
+        else if (!p->fence_pid)
+            fence_peer(p);
     }
     rv_sockconn_close(&pc->sc, -ENOTCONN);
 }
@@ -2005,11 +2028,21 @@ bool rv_peer_fence_local_write(struct rv_peer *p)
     /* Model finding 1: fencing only on the loss of a live link left a
      * primary that restarted (or was promoted) without ever reaching its
      * peer acknowledging writes the still-UpToDate peer lacks. */
-    if (p->o.mode == RV_MODE_C && p->fence_handler[0] && !p->peer_fenced && !p->fence_pid &&
-        !p->v->frozen && p->state != RV_PEER_CONNECTED && !p->shutting_down) {
+    if (p->o.mode != RV_MODE_C || !p->fence_handler[0] || p->peer_fenced || p->fence_pid || p->v->frozen ||
+        p->shutting_down)
+        return p->v->frozen;
+    if (p->state != RV_PEER_CONNECTED) {
         rv_warn("volume %s: a write the peer lacks and the peer not fenced since the last connection: "
                 "running the fence-peer handler", p->v->meta.name);
         fence_peer(p);
+    } else if (p->conn && p->conn->sync == SYNC_SOURCE && !p->conn->target_confirmed) {
+        /* Model finding 13: a write issued before the link came up (so not
+         * sent) completes just after it: the peer may not have read our
+         * HELLO yet, so it is still UpToDate and promotable without it.
+         * Hold it until the peer answers a resync frame, which it reads only
+         * once its Inconsistent state is durable; a loss first fences. */
+        p->held_for_target = true;
+        rv_volume_freeze(p->v);
     }
     return p->v->frozen;
 }
