@@ -57,8 +57,9 @@
  *   FIX_AHEAD_GEN       the new data generation is taken when the peer is
  *                       lost / a local-only write parks, not when the
  *                       (possibly deferred) flush starts
- *   FIX_FENCE_HANDSHAKE with FIX_FENCE_ALL: fence also when the link came up
- *                       between the write's issue and its completion (the
+ *   FIX_FENCE_HANDSHAKE with FIX_FENCE_ALL: a write the peer lacks that
+ *                       completes on a new connection before the resync
+ *                       target answered anything is held until it does (the
  *                       peer may not have processed our HELLO yet)
  *   FIX_SAME_GEN_STATE  same data generation: a secondary that is not
  *                       UpToDate becomes a resync target (SYNC_DONE ends it)
@@ -93,6 +94,9 @@
 #endif
 #if !defined(BUG_HELLO_STABLE) && !defined(FIX_HELLO_STABLE)
 #define FIX_HELLO_STABLE
+#endif
+#if !defined(BUG_FENCE_HANDSHAKE) && !defined(FIX_FENCE_HANDSHAKE)
+#define FIX_FENCE_HANDSHAKE
 #endif
 
 #ifndef MODE
@@ -273,6 +277,8 @@ typedef Node {
     bit frozen;         /* v->frozen */
     byte fence;         /* fence-peer handler: 0 none, 1 running, 2 waiting for the outdate (fix) */
     bit fenced;         /* FIX_FENCE_ALL: peer fenced since the last connection */
+    bit tconf;          /* pc->target_confirmed: the target answered a resync frame */
+    bit hold;           /* p->held_for_target (FIX_FENCE_HANDSHAKE) */
     byte ps;            /* p->state */
     byte pc;            /* p->conn->state */
     bit outgoing;
@@ -569,12 +575,13 @@ inline req_join(n, i) {
         if
         :: N[n].frozen -> wst[jw] = W_FROZEN
 #ifdef FIX_FENCE_ALL
-        :: !N[n].frozen && FENCE && !N[n].fenced &&   /* rv_peer_fence_local_write */
-#ifndef FIX_FENCE_HANDSHAKE
-           N[n].ps != PS_CONN &&
-#endif
-           1 ->
+        :: !N[n].frozen && FENCE && !N[n].fenced && N[n].ps != PS_CONN ->   /* rv_peer_fence_local_write */
             fence_peer(n); N[n].frozen = 1; wst[jw] = W_FROZEN
+#endif
+#ifdef FIX_FENCE_HANDSHAKE
+        :: !N[n].frozen && FENCE && !N[n].fenced && N[n].ps == PS_CONN && N[n].sync == SYNC_SRC && !N[n].tconf ->
+            printf("MSC: n%d rv_peer_fence_local_write: held until the target confirms\n", n);
+            N[n].hold = 1; N[n].frozen = 1; wst[jw] = W_FROZEN
 #endif
         :: else ->
             if
@@ -912,6 +919,17 @@ inline pc_close(n, planned) {
         fi
     :: else -> skip
     fi;
+    /* writes held for the target's confirmation: fenced, release; else fence */
+    N[n].tconf = 0;
+    if
+    :: N[n].hold ->
+        N[n].hold = 0;
+        if
+        :: N[n].fenced -> thaw(n)
+        :: else -> fence_peer(n)
+        fi
+    :: else -> skip
+    fi;
 #if TRACK_FRAMES
     /* pc_on_closed(): async_drop_all(): frames the peer has not acknowledged
      * may be missing there: mark them (in memory) */
@@ -1084,6 +1102,19 @@ inline dial(n) {
 
 /* ------------------------------------------------------------ frames at a node */
 
+/* handle_answer(): the first answer to a resync frame on this connection */
+inline confirm_target(n) {
+    if
+    :: !N[n].tconf ->
+        N[n].tconf = 1;
+        if
+        :: N[n].hold -> N[n].hold = 0; thaw(n)
+        :: else -> skip
+        fi
+    :: else -> skip
+    fi
+}
+
 /* handle_answer() with an ACK */
 inline handle_answer(n) {
     if
@@ -1125,6 +1156,7 @@ inline handle_answer(n) {
             :: else -> skip
             fi;
             N[n].ck[ck2].st = CH_NONE; N[n].ck[ck2].blk = 0;
+            confirm_target(n);
             rs_pump(n)
         :: else -> skip
         fi
@@ -1132,6 +1164,7 @@ inline handle_answer(n) {
         if
         :: N[n].done_busy ->
             printf("MSC: n%d rv_resync_answer: SYNC_DONE acknowledged: bitmap_gen = 0\n", n);
+            confirm_target(n);
             N[n].done_busy = 0; N[n].rs = RS_IDLE;
             N[n].m.bmgen = 0;                   /* not ahead of the peer any more */
             N[n].gbump = 0; N[n].ahead = 0;     /* rv_volume_peer_in_sync */
@@ -1395,7 +1428,7 @@ inline crash(n) {
     N[n].alinf[0] = 0; N[n].alinf[1] = 0;
     N[n].ahead = 0; N[n].gbump = 0; N[n].busy = 0; N[n].again = 0; N[n].cb = 0; N[n].cbn = 0;
     MZERO(N[n].fm); N[n].fbm[0] = 0; N[n].fbm[1] = 0;
-    N[n].frozen = 0; N[n].fence = 0; N[n].fenced = 0;
+    N[n].frozen = 0; N[n].fence = 0; N[n].fenced = 0; N[n].tconf = 0; N[n].hold = 0;
     N[n].ps = 0; N[n].pc = PC_NONE; N[n].outgoing = 0; N[n].discard = 0;
     N[n].sync = 0; N[n].sfull = 0; N[n].sb = 0; N[n].await = 0; N[n].paused = 0; N[n].rrole = 0;
     N[n].rs = 0; N[n].aborting = 0; N[n].cursor = 0;
