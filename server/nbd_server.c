@@ -158,7 +158,9 @@ struct nbd_frontend {
     struct rv_op tick_op;
     struct __kernel_timespec tick_ts;
     bool tick_pending;
-    uint64_t timeouts;          /* connections closed by the tick */
+    uint64_t refused;           /* connections over --max-connections */
+    uint64_t hs_timeouts;       /* closed by the tick: --handshake-timeout */
+    uint64_t send_timeouts;     /* closed by the tick: --send-timeout */
     size_t buf_share;           /* most pool bytes one connection may hold */
 };
 
@@ -911,6 +913,7 @@ static void on_accept(struct rv_op *op, int res)
     if (nf->nconns >= nf->opts.max_connections) {
         rv_warn("nbd listener %s: refusing %s: already %u connections (--max-connections)",
                 l->addr, peer, nf->nconns);
+        nf->refused++;
         close(fd);
         listener_arm(l);
         return;
@@ -998,13 +1001,14 @@ static void on_tick(struct rv_op *op, int res)
         if (c->state == CONN_HANDSHAKE && now > c->hs_deadline_ns) {
             snprintf(why, sizeof why, "option phase not finished within %u ms (--handshake-timeout)",
                      nf->opts.handshake_timeout_ms);
+            nf->hs_timeouts++;
         } else if (c->state != CONN_CLOSING && c->send_pending && now - c->send_start_ns > send_tmo) {
             snprintf(why, sizeof why, "client read none of its replies for %u ms (--send-timeout); "
                      "%u request(s) unanswered", nf->opts.send_timeout_ms, c->busy);
+            nf->send_timeouts++;
         } else {
             continue;
         }
-        nf->timeouts++;
         conn_close(c, why);
     }
     tick_arm(nf);
@@ -1140,7 +1144,12 @@ static void nbd_describe(struct rv_frontend *fe, struct rv_strbuf *out)
     for (struct nbd_conn *c = nf->conns; c; c = c->next)
         tls += c->tio != NULL;
     static const char *const mode[] = { "off", "on (optional)", "required" };
-    rv_sb_printf(out, "%u client(s), %u over TLS; TLS %s\n", nf->nconns, tls, mode[nf->exp.tls]);
+    rv_sb_printf(out, "%u client(s), %u over TLS; TLS %s", nf->nconns, tls, mode[nf->exp.tls]);
+    if (nf->refused || nf->hs_timeouts || nf->send_timeouts)
+        rv_sb_printf(out, "; %" PRIu64 " refused (--max-connections %u), %" PRIu64 " closed by "
+                     "--handshake-timeout, %" PRIu64 " by --send-timeout", nf->refused,
+                     nf->opts.max_connections, nf->hs_timeouts, nf->send_timeouts);
+    rv_sb_printf(out, "\n");
 }
 
 static const struct rv_frontend_ops nbd_ops = {

@@ -115,6 +115,10 @@ assert refused == 136 and timed_out == 64, (refused, timed_out)
 PY
 grep -q 'option phase not finished within 3000 ms (--handshake-timeout)' "$REPVOLD_LOG" ||
     fail "the log does not say why idle connections were closed"
+nbdline=$("$REPVOL" status --control "$REPVOLD_CTL" | grep '^nbd:' || true)
+info "status: $nbdline"
+[[ $nbdline == *"137 refused (--max-connections 64), 64 closed by --handshake-timeout"* ]] ||
+    fail "repvol status does not count the refused and timed-out connections"
 wait_fds_baseline 10
 good_client $((64 << 20)) 30 || fail "good client not served after the idle connections"
 info "good client served after the idle connections ($GOOD_SECS s); fds back to $FD0"
@@ -149,6 +153,10 @@ n=$(cat "$TEST_DIR"/hog-write-*.out | grep -c 'sent 128 requests' || true)
 [ "$n" -eq 2 ] || { cat "$TEST_DIR"/hog-*.out >&2; fail "the WRITE hogs could not send all their requests"; }
 n=$(grep -c "read none of its replies for $((SEND_TMO * 1000)) ms" "$REPVOLD_LOG" || true)
 [ "$n" -ge 2 ] || fail "the log does not show the send timeout closing the READ hogs ($n)"
+nbdline=$("$REPVOL" status --control "$REPVOLD_CTL" | grep '^nbd:' || true)
+info "status: $nbdline"
+[[ $nbdline == *"by --send-timeout"* && $nbdline != *" 0 by --send-timeout"* ]] ||
+    fail "repvol status does not count the send timeouts"
 wait_fds_baseline 10
 
 # ------------------------------------------------------------------ 3
