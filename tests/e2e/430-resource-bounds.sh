@@ -16,7 +16,7 @@
 #      their socket buffers: nothing stalls, nothing is held).
 #   3. Bounds: repvold's VmHWM stays below the stated bound (RSS at start +
 #      32 MiB: the pool is preallocated and locked at start, each connection
-#      adds a fixed ~150 KiB: 128 KiB receive buffer plus its slots, and
+#      adds a fixed ~200 KiB: 128 KiB receive buffer plus its slots, and
 #      64 connections at most); its fd count returns to the baseline once
 #      the clients are gone; it still serves and exits 0 on SIGTERM.
 . "$(dirname "$0")/functions.sh"
