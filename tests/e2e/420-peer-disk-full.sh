@@ -10,7 +10,8 @@
 #   3. Mode C's promise, checked on the stopped images: every write A
 #      acknowledged is either in B's image or marked in A's dirty bitmap
 #      (A never acknowledged as replicated a write B did not store).  B is
-#      not UpToDate (A redials at once and B becomes a resync target, which
+#      not UpToDate: it marked itself Outdated before its NACK went out (and
+#      became a resync target, Inconsistent, when A redialled: that resync
 #      fails too while the disk is full).
 #   4. Space freed, both restarted: the resync from A's bitmap makes the
 #      images identical, and every acknowledged write is in both.
@@ -73,6 +74,8 @@ node_alive B || fail "B died when its disk filled up"
 b_err=$(status_field B 'd["last_error"]')
 info "B: last error: $b_err"
 [[ $b_err == *"No space left"* ]] || fail "B's status does not name ENOSPC"
+grep -q 'this copy missed a write of its primary: marking it Outdated' "${NODE_LOG[B]}" ||
+    fail "B failed a write of its primary without marking its copy Outdated"
 
 step "3: every write A acknowledged is in B's image or in A's dirty bitmap"
 node_stop A
