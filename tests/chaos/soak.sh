@@ -19,6 +19,8 @@
 #                     primary, promote the secondary (`repvol primary`), the
 #                     old primary comes back as secondary: roles swap
 #   restart-primary   SIGTERM (must exit 0) and restart the primary
+#   kill-both         kill -9 both nodes at once (a power cut without losing
+#                     the page cache), restart both in the same roles
 #
 # After each epoch the pair is given time to reconnect and resync (always
 # before a kill-primary; otherwise at random, so faults also hit a resync
@@ -27,8 +29,9 @@
 # two images byte for byte identical (cmp), and every acknowledged write
 # of every run on the final primary's image (ack-checker verify; a block
 # that holds a later run's unacknowledged write instead is "in doubt", not
-# lost); likewise right after every promotion, through the new primary's
-# export, for everything acknowledged until then.  A summary table follows: faults by kind, writes acknowledged and
+# lost); likewise right after every promotion and every restart after
+# kill-both, through the primary's export, for everything acknowledged
+# until then.  A summary table follows: faults by kind, writes acknowledged and
 # verified, losses (must be 0), bytes resynced.
 #
 # Bounded: the fault loop stops at --duration (default 180 s) or after
@@ -234,7 +237,7 @@ promote() {
 
 pick_fault() {
     local -a kinds=(link-down link-down kill-secondary kill-secondary restart-secondary kill-primary
-        kill-primary restart-primary)
+        kill-primary restart-primary kill-both)
     [ "$HAVE_NFT" = yes ] && kinds+=(nft-drop nft-drop)
     echo "${kinds[RANDOM % ${#kinds[@]}]}"
 }
@@ -278,6 +281,17 @@ inject() {
         P=$S
         S=$old
         start_node "$S" secondary
+        ;;
+    kill-both)
+        d=$(rand 0 1000)
+        note "fault: kill -9 both nodes, restart both after $d ms"
+        node_kill "$P"
+        node_kill "$S"
+        msleep "$d"
+        start_node "$S" secondary
+        start_node "$P" primary
+        wait_export "$P"
+        failover_check "$P"
         ;;
     restart-primary)
         note "fault: restart primary $P (SIGTERM)"
@@ -362,12 +376,12 @@ print(n, int(tot))')"
     printf '\n==== chaos soak summary (seed %s) ====\n' "$SEED"
     printf '%-34s %s\n' "duration" "$(elapsed) s (fault loop ${DURATION} s budget), $EPOCHS epochs"
     printf '%-34s %s\n' "faults injected" "$NFAULTS"
-    for k in link-down nft-drop kill-secondary restart-secondary kill-primary restart-primary; do
+    for k in link-down nft-drop kill-secondary restart-secondary kill-primary restart-primary kill-both; do
         printf '  %-32s %s\n' "$k" "${FAULTS[$k]:-0}"
     done
     printf '%-34s %s\n' "writes acknowledged (ack-checker)" "$ACKED in $RUNS runs"
     printf '%-34s %s\n' "writes verified on final primary" "${VERIFIED:-?} distinct blocks (${IN_DOUBT:-0} in doubt)"
-    printf '%-34s %s\n' "failover checks (after promotion)" "$FAILOVER_CHECKS, $FAILOVER_CHECKED acknowledged writes checked, 0 missing"
+    printf '%-34s %s\n' "crash checks (promotion, kill-both)" "$FAILOVER_CHECKS, $FAILOVER_CHECKED acknowledged writes checked, 0 missing"
     printf '%-34s %s\n' "losses" "${LOSSES:-?}"
     printf '%-34s %s\n' "fio runs (verify)" "$FIO_RUNS: $FIO_WRITES writes, $FIO_READS verify reads, 0 errors"
     printf '%-34s %s\n' "resyncs completed / bytes resynced" "$RESYNCS / $RESYNC_BYTES (~$((RESYNC_BYTES >> 20)) MiB)"
