@@ -34,6 +34,8 @@ struct rv_resync {
     struct rv_sendq_item done_item;
     bool done_busy, done_sent;
     uint64_t done_seq;
+    uint64_t done_ticket;       /* metadata commit SYNC_DONE waits for (0: none) */
+    unsigned done_polls;
     /* progress */
     uint64_t total_bytes, sent_bytes, start_ns, end_ns;
     uint64_t rate_t0_ns, rate_bytes0, rate_now;    /* recent rate */
@@ -102,6 +104,7 @@ void rv_resync_start(struct rv_resync *rs, bool full)
         }
     }
     rs->state = RS_SOURCE;
+    rs->done_ticket = 0;
     rs->full = full;
     rs->aborting = false;
     rs->cursor = 0;
@@ -326,7 +329,26 @@ static void rs_pump(struct rv_resync *rs)
                 rs->cursor = 0; /* bits set behind the cursor: go round again */
                 continue;
             }
-            /* Everything is on the peer: tell it. */
+            /* Everything is on the peer.  First make "not ahead of the
+             * peer" durable (model finding 14): once the peer adopts our
+             * generation it may write to it, and if we crashed before
+             * recording that, we would restart still claiming the old
+             * bitmap base and write to the same generation too (two data
+             * sets, one generation).  Without the record a restart full-
+             * syncs instead.  The commit is awaited by polling its ticket
+             * (a callback cannot find this resync from the volume). */
+            if (!rs->done_ticket) {
+                v->meta.bitmap_gen = 0;
+                rs->done_ticket = rv_volume_meta_commit(v, NULL);
+                rs->done_polls = 0;
+            }
+            if (v->meta_seq_done < rs->done_ticket) {
+                if (++rs->done_polls % 2000 == 0)
+                    rs->done_ticket = rv_volume_meta_commit(v, NULL);   /* a failed flush: again */
+                arm_timer(rs, 1000000u);
+                return;
+            }
+            rs->done_ticket = 0;
             rs->state = RS_DONE_SENT;
             rs->done_seq = rs->link.next_seq(rs->link.ctx);
             struct rv_repl_hdr h = { .type = RV_REPL_T_SYNC_DONE, .seq = rs->done_seq,

@@ -11,8 +11,9 @@
 #   6. make -C build check-vm           (ublk and kernel NBD tests in a qemu guest
 #                                        running a Debian 6.12 kernel; tests/vm/)
 #
-# Old build/ and build-san/ are removed first.  Tests run one at a time (the
-# end-to-end tests share loop devices, network namespaces and fixed ports).
+# Old build/ and build-san/ are removed first.  Tests run two at a time
+# (RUN_SUITE_CHECK_JOBS; each end-to-end test has its own namespaces,
+# directories, sockets and ports).
 # At the end: the failing tests' logs, the skipped tests with their reasons,
 # and a last line "N passed, M failed" counting every automake test result
 # of every phase (a test run in two phases counts twice).  Exit status 0 only
