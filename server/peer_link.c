@@ -56,7 +56,8 @@ struct remote_req {
     uint64_t seq;
     uint64_t gen;               /* SYNC_DONE: the source's data generation */
     uint16_t type;
-    bool early_acked;           /* mode B: RECEIVED already sent */
+    bool early_acked;           /* mode B: the RECEIVED ack is queued, not yet sent */
+    bool answer_deferred;       /* finished while that ack was still queued */
     bool busy;
     struct remote_req *nack_next;       /* failed, waiting for Outdated to be durable */
     struct rv_sendq_item ack;
@@ -193,6 +194,17 @@ struct rv_peer {
     bool draining;                      /* clean stop: waiting for mode-A frames to land
                                          * and for our GOODBYE to go out */
     bool goodbye_pending;
+    /* Mode B: writes the peer has RECEIVED (their clients may be answered)
+     * but not yet completed, by seq modulo MB_PEND.  Until the completion
+     * ACK the peer may lose them (a crash before it applies them), so a
+     * link loss marks their ranges (model finding 11); each also holds its
+     * activity-log extents so a crash of ours keeps that record. */
+#define MB_PEND 1024
+    struct mb_pend {
+        uint64_t seq, off;
+        uint32_t len;
+        bool used, al;
+    } *mb;
     struct peer_conn *nack_pc;          /* its failed writes wait for nack_outdated */
     uint64_t drain_deadline_ns;
     struct async_frame *async_frames, *async_free;
@@ -686,6 +698,56 @@ static void async_sent(struct rv_sendq_item *it, int err)
 }
 
 /* The link is gone: every outstanding frame is "maybe not on the peer". */
+/* Mode B: the peer received the write behind leg; track it until the
+ * peer completes it.  False when its slot is taken (then the leg waits for
+ * the completion ACK itself, as in mode C). */
+static bool mb_track(struct rv_peer *p, const struct rv_req *req, uint64_t seq)
+{
+    struct mb_pend *e = &p->mb[seq % MB_PEND];
+    if (e->used)
+        return false;
+    e->used = true;
+    e->seq = seq;
+    e->off = req->off;
+    e->len = req->len;
+    e->al = req->al;
+    if (e->al)
+        rv_bitmap_al_hold(&p->v->bm, req->off, req->len);
+    return true;
+}
+
+static void mb_release(struct rv_peer *p, struct mb_pend *e, bool completed)
+{
+    if (!completed)
+        rv_bitmap_mark(&p->v->bm, e->off, e->len);     /* the peer may lack it */
+    if (e->al)
+        rv_bitmap_al_end(&p->v->bm, e->off, e->len);
+    e->used = false;
+}
+
+static bool mb_answer(struct rv_peer *p, uint64_t seq)
+{
+    struct mb_pend *e = p->mb ? &p->mb[seq % MB_PEND] : NULL;
+    if (!e || !e->used || e->seq != seq)
+        return false;
+    mb_release(p, e, true);
+    return true;
+}
+
+/* The link is gone: what the peer received but never completed is marked,
+ * and the marks are made durable at once (not left to the next flush). */
+static void mb_drop_all(struct rv_peer *p)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; p->mb && i < MB_PEND; i++)
+        if (p->mb[i].used) {
+            mb_release(p, &p->mb[i], false);
+            n++;
+        }
+    if (n)
+        rv_volume_meta_commit(p->v, NULL);
+}
+
 static void async_drop_all(struct rv_peer *p)
 {
     while (p->async_head)
@@ -864,9 +926,16 @@ static void handle_answer(struct peer_conn *pc, const struct rv_repl_hdr *h)
     }
     p->acks++;
     if (!leg) {
-        if (!async_answer(p, h->seq))
+        if (!async_answer(p, h->seq) && !mb_answer(p, h->seq))
             rv_debug("volume %s: ACK for unknown request %" PRIu64, p->v->meta.name, h->seq);
         return;
+    }
+    if ((h->flags & RV_REPL_F_RECEIVED) && p->mb) {
+        /* Mode B: received.  A write is tracked until the peer completes
+         * it; if it cannot be, the leg itself waits for the completion. */
+        struct rv_req *req = RV_CONTAINER_OF(leg, struct rv_req, peer);
+        if (req->type != RV_IO_FLUSH && !mb_track(p, req, h->seq))
+            return;
     }
     leg->acked = 1;
     if (leg->sent_ns)
@@ -880,14 +949,23 @@ static void handle_answer(struct peer_conn *pc, const struct rv_repl_hdr *h)
 
 /* ------------------------------------------------------------ secondary side */
 
+static void rreq_answer(struct peer_conn *pc, struct remote_req *rr);
+
 static void rreq_ack_sent(struct rv_sendq_item *it, int err)
 {
     struct remote_req *rr = RV_CONTAINER_OF(it, struct remote_req, ack);
     struct peer_conn *pc = rr->pc;
-    if (rr->early_acked && rr->busy) {
-        /* The early RECEIVED ack went out; the request is still running. */
+    if (rr->early_acked) {
+        /* The early RECEIVED ack went out (or the link died).  The item is
+         * free again: a request that finished meanwhile is answered now. */
         rr->early_acked = false;
-        return;
+        if (rr->busy)
+            return;
+        if (rr->answer_deferred && err == 0) {
+            rr->answer_deferred = false;
+            rreq_answer(pc, rr);
+            return;
+        }
     }
     if (rr->req.buf) {                  /* a DIGEST answer was sent from it */
         rv_bufpool_put(&pc->p->v->pool, rr->req.buf);
@@ -989,13 +1067,21 @@ static void rreq_done(struct rv_req *req)
         rv_err("volume %s: applying %s off=%" PRIu64 " len=%" PRIu32 " from the primary failed: %s",
                v->meta.name, rv_repl_type_name(rr->type), req->off, req->len, strerror(-req->result));
     if (rr->early_acked) {
-        /* Mode B acked on receipt; a failure now can only be reported as a
-         * NACK the primary treats as "peer failed" (and resyncs later). */
-        if (req->result == 0) {
-            /* wait for the early ack's send to finish, then free */
-            return;
-        }
+        /* Mode B: the RECEIVED ack is still queued and its item is the one
+         * the answer needs; answer once it is sent (rreq_ack_sent). */
+        rr->answer_deferred = true;
+        return;
     }
+    rreq_answer(pc, rr);
+}
+
+/* The answer to a finished request.  In mode B too: the primary tracks a
+ * write it was told we RECEIVED until this completion ACK (model finding
+ * 11), and a NACK makes it drop the link and mark what we may lack. */
+static void rreq_answer(struct peer_conn *pc, struct remote_req *rr)
+{
+    struct rv_req *req = &rr->req;
+    struct rv_volume *v = pc->p->v;
     if (pc->state == PC_CLOSING) {
         rreq_ack_sent(&rr->ack, -ECONNRESET);
         return;
@@ -1100,6 +1186,7 @@ static bool start_remote(struct peer_conn *pc, const struct rv_repl_hdr *h)
     rr->seq = h->seq;
     rr->type = h->type;
     rr->early_acked = (h->flags & RV_REPL_F_ACK_ON_RECEIVE) != 0;
+    rr->answer_deferred = false;
     memset(&rr->req, 0, sizeof rr->req);
     rr->req.origin = RV_ORIGIN_PEER;
     rr->req.off = h->offset;
@@ -1356,8 +1443,10 @@ static void pc_on_closed(struct rv_sockconn *sc)
      * connection still holds is "not on the peer". */
     while (pc->legs_head)
         leg_finish(pc, pc->legs_head, -ENOTCONN);
-    if (pc->p->conn == NULL || pc->p->conn == pc)
+    if (pc->p->conn == NULL || pc->p->conn == pc) {
         async_drop_all(pc->p);
+        mb_drop_all(pc->p);
+    }
     if (pc->payload) {
         /* A WRITE whose data never fully arrived: never applied, never
          * acknowledged. */
@@ -1724,6 +1813,12 @@ int rv_peer_create(struct rv_peer **out, struct rv_volume *v, struct rv_loop *lo
         free(p);
         return -ENOMEM;
     }
+    if (p->o.mode == RV_MODE_B && !(p->mb = calloc(MB_PEND, sizeof *p->mb))) {
+        rv_resync_destroy(p->rs);
+        rv_verify_destroy(p->vf);
+        free(p);
+        return -ENOMEM;
+    }
     if (p->o.mode == RV_MODE_A) {
         /* The bounded send buffer mode A promises. */
         /* The pool splits its budget across size classes (4K, 16K, ...,
@@ -1917,6 +2012,7 @@ void rv_peer_destroy(struct rv_peer *p)
         free(p->ring);
         free(p->async_frames);
     }
+    free(p->mb);
     rv_resync_destroy(p->rs);
     rv_verify_destroy(p->vf);
     free(p);

@@ -100,7 +100,7 @@ FINDINGS=(
 "12|ahead-gen|AHEAD_GEN|b_ok a_ok|-DMAXW=3 -DMAXCRASH=2 -DMAXCUT=1 -DMAXOPS=2|n|deferred flush: no new generation after a quick reconnect"
 )
 # Fixes in the C code (model default; see repvol.pml).
-FIXED=" FENCE_ALL SAME_GEN_STATE MARK_AT_ISSUE SAME_GEN_BITMAP SD_LOST AL_UNTIL_ACK META_CB OUTDATE_DURABLE HELLO_STABLE FENCE_HANDSHAKE "
+FIXED=" FENCE_ALL SAME_GEN_STATE MARK_AT_ISSUE SAME_GEN_BITMAP SD_LOST AL_UNTIL_ACK META_CB OUTDATE_DURABLE HELLO_STABLE FENCE_HANDSHAKE TRACK_UNACKED "
 # Proposed fixes of the open findings, for the pass runs.
 OPEN_C= OPEN_AB=
 for f in "${FINDINGS[@]}"; do

@@ -83,6 +83,9 @@
 #if !defined(BUG_SD_LOST) && !defined(FIX_SD_LOST)
 #define FIX_SD_LOST
 #endif
+#if !defined(BUG_TRACK_UNACKED) && !defined(FIX_TRACK_UNACKED)
+#define FIX_TRACK_UNACKED
+#endif
 #if !defined(BUG_AL_UNTIL_ACK) && !defined(FIX_AL_UNTIL_ACK)
 #define FIX_AL_UNTIL_ACK
 #endif
