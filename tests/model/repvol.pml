@@ -86,6 +86,9 @@
 #if !defined(BUG_TRACK_UNACKED) && !defined(FIX_TRACK_UNACKED)
 #define FIX_TRACK_UNACKED
 #endif
+#if !defined(BUG_SD_DURABLE) && !defined(FIX_SD_DURABLE)
+#define FIX_SD_DURABLE
+#endif
 #if !defined(BUG_AL_UNTIL_ACK) && !defined(FIX_AL_UNTIL_ACK)
 #define FIX_AL_UNTIL_ACK
 #endif
@@ -218,6 +221,7 @@
 #define CB_TARGET  1   /* target_committed */
 #define CB_SD      2   /* sync_done_committed */
 #define CB_OUTDATE 4   /* FIX_OUTDATE_DURABLE: the `outdate` command answers */
+#define CB_SDSRC   8   /* FIX_SD_DURABLE: rs_pump's wait for bitmap_gen = 0 on disk */
 /* sequence-number spaces of the frames that are answered */
 #define SEQ_CHUNK 8    /* RESYNC_WRITE of chunk c: SEQ_CHUNK + c */
 #define SEQ_SD    15   /* SYNC_DONE */
@@ -291,6 +295,7 @@ typedef Node {
     byte rs; bit aborting; byte cursor;
     Chunk ck[NCHUNK];
     bit done_busy;      /* SYNC_DONE sent, not answered */
+    byte sdwait;        /* FIX_SD_DURABLE: 1 bitmap_gen = 0 being committed, 2 durable */
     bit sd_pending;     /* pc->sync_done_rr */
     bit pump_timer;
     byte ninfl;         /* client writes in flight (v->stats.inflight) */
@@ -627,7 +632,17 @@ inline rs_pump(n) {
                     :: else ->
                         if
                         :: NBITS(n) > 0 -> N[n].cursor = 0     /* go round again */
+#ifdef FIX_SD_DURABLE
+                        :: NBITS(n) == 0 && N[n].sdwait == 0 ->
+                            /* finding 14: "not ahead of the peer" durable first */
+                            printf("MSC: n%d rs_pump: bitmap empty: bitmap_gen = 0, committing before SYNC_DONE\n", n);
+                            N[n].m.bmgen = 0; N[n].sdwait = 1; meta_commit(n, CB_SDSRC); pgo = 0
+                        :: NBITS(n) == 0 && N[n].sdwait == 1 -> pgo = 0     /* the commit is not durable yet */
+                        :: NBITS(n) == 0 && N[n].sdwait == 2 ->
+                            N[n].sdwait = 0;
+#else
                         :: else ->
+#endif
                             /* everything is on the peer: SYNC_DONE with our generation */
                             N[n].rs = RS_DONE_SENT;
                             N[n].done_busy = 1;
@@ -673,7 +688,7 @@ inline resync_start(n, isfull) {
 #endif
     :: else -> skip
     fi;
-    N[n].rs = RS_SOURCE; N[n].aborting = 0; N[n].cursor = 0;
+    N[n].rs = RS_SOURCE; N[n].aborting = 0; N[n].cursor = 0; N[n].sdwait = 0;
     printf("MSC: n%d rv_resync_start(full=%d): bitmap %d%d\n", n, isfull, N[n].bm[0], N[n].bm[1]);
     rs_pump(n)
 }
@@ -881,6 +896,7 @@ inline pc_close(n, planned) {
         :: N[n].rs != RS_IDLE -> N[n].aborting = 1; N[n].rs = RS_IDLE
         :: else -> skip
         fi;
+        N[n].sdwait = 0;
 #ifdef FIX_SD_LOST
         /* SYNC_DONE unanswered: the peer may have adopted our generation:
          * what we write from now on is a new one */
@@ -1315,6 +1331,13 @@ inline meta_flush_done(n) {
         fi
     :: else -> skip
     fi;
+#ifdef FIX_SD_DURABLE
+    if
+    :: (cbs & CB_SDSRC) && N[n].sdwait == 1 && N[n].rs == RS_SOURCE ->   /* the ticket is durable */
+        N[n].sdwait = 2; rs_pump(n)
+    :: else -> skip
+    fi;
+#endif
 #ifdef FIX_OUTDATE_DURABLE
     if
     :: (cbs & CB_OUTDATE) && N[PEER(n)].fence == 2 ->   /* the handler's `outdate` answers: exit 0 */
@@ -1436,7 +1459,7 @@ inline crash(n) {
     N[n].sync = 0; N[n].sfull = 0; N[n].sb = 0; N[n].await = 0; N[n].paused = 0; N[n].rrole = 0;
     N[n].rs = 0; N[n].aborting = 0; N[n].cursor = 0;
     N[n].ck[0].st = 0; N[n].ck[0].blk = 0; N[n].ck[1].st = 0; N[n].ck[1].blk = 0;
-    N[n].done_busy = 0; N[n].sd_pending = 0; N[n].pump_timer = 0; N[n].ninfl = 0;
+    N[n].done_busy = 0; N[n].sd_pending = 0; N[n].pump_timer = 0; N[n].ninfl = 0; N[n].sdwait = 0;
     fk = 0;
     do
     :: fk < NSLOT -> RZERO(N[n].r[fk]); fk++
