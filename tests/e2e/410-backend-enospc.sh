@@ -19,10 +19,7 @@ require_cmd nbdcopy libnbd-bin
 require_cmd cmp diffutils
 
 SIZE=$((64 << 20))
-MNT=$TEST_DIR/mnt
-mkdir -p "$MNT"
-mount -t tmpfs -o size=12m "repvol-$TEST_NAME" "$MNT" || skip "cannot mount a tmpfs"
-on_exit "umount -l '$MNT'"
+small_tmpfs 12m
 IMG=$MNT/vol.img
 SOCK=$TEST_DIR/nbd.sock
 create_volume "$IMG" "$SIZE" >/dev/null

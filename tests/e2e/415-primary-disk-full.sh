@@ -24,10 +24,7 @@ require_python_nbd
 require_cmd cmp diffutils
 
 SIZE=$((64 << 20))
-MNT=$TEST_DIR/mnt
-mkdir -p "$MNT"
-mount -t tmpfs -o size=10m "repvol-$TEST_NAME" "$MNT" || skip "cannot mount a tmpfs"
-on_exit "umount -l '$MNT'"
+small_tmpfs 10m
 A_IMG=$MNT/a.img
 B_IMG=$TEST_DIR/b.img
 create_volume "$A_IMG" "$SIZE" >/dev/null

@@ -16,10 +16,7 @@ require_cmd cmp diffutils
 require_cmd fallocate util-linux
 
 SIZE=$((64 << 20))
-MNT=$TEST_DIR/mnt
-mkdir -p "$MNT"
-mount -t tmpfs -o size=72m "repvol-$TEST_NAME" "$MNT" || skip "cannot mount a tmpfs"
-on_exit "umount -l '$MNT'"
+small_tmpfs 72m
 A_IMG=$MNT/a.img
 B_IMG=$TEST_DIR/b.img
 create_volume "$A_IMG" "$SIZE" >/dev/null

@@ -25,10 +25,7 @@ ACK_CHECKER=$abs_top_builddir/tests/helpers/ack-checker
 [ -x "$ACK_CHECKER" ] || fail "$ACK_CHECKER not built (make check builds it)"
 
 SIZE=$((64 << 20))
-MNT=$TEST_DIR/mnt
-mkdir -p "$MNT"
-mount -t tmpfs -o size=10m "repvol-$TEST_NAME" "$MNT" || skip "cannot mount a tmpfs"
-on_exit "umount -l '$MNT'"
+small_tmpfs 10m
 A_IMG=$TEST_DIR/a.img
 B_IMG=$MNT/b.img
 create_volume "$A_IMG" "$SIZE" >/dev/null
@@ -123,10 +120,6 @@ info "resync: $MAX_DONE bytes; A: $FINAL"
 node_stop A
 node_stop B
 assert_bytes_equal "$A_IMG" "$B_IMG" "$SIZE" "images after the resync"
-for img in "$A_IMG" "$B_IMG"; do
-    tmo 60 "$ACK_CHECKER" verify --log "$TEST_DIR/ack.log" --image "$img" >"$TEST_DIR/verify.out" 2>&1 ||
-        { cat "$TEST_DIR/verify.out" >&2; fail "acknowledged writes missing from $img"; }
-    sed 's/^/    /' "$TEST_DIR/verify.out"
-done
+verify_acked "$TEST_DIR/ack.log" "$A_IMG" "$B_IMG"
 cmp -n $((4 << 20)) "$TEST_DIR/first" "$B_IMG" 0 $((60 << 20)) || fail "B lost the first 4 MiB"
 info "$ACKED acknowledged writes on both nodes; images identical"

@@ -77,8 +77,4 @@ info "resync: $MAX_DONE bytes"
 node_stop A
 node_stop B
 assert_bytes_equal "$A_IMG" "$B_IMG" "$SIZE" "images after the thaw and resync"
-for img in "$A_IMG" "$B_IMG"; do
-    tmo 60 "$ACK_CHECKER" verify --log "$TEST_DIR/ack.log" --image "$img" >"$TEST_DIR/verify.out" 2>&1 ||
-        { cat "$TEST_DIR/verify.out" >&2; fail "acknowledged writes missing from $img"; }
-    sed 's/^/    /' "$TEST_DIR/verify.out"
-done
+verify_acked "$TEST_DIR/ack.log" "$A_IMG" "$B_IMG"

@@ -79,8 +79,4 @@ info "A: VmHWM $((HWM / 1024)) MiB (start $((RSS0 / 1024)) MiB, bound $((BOUND_K
 node_stop A
 node_stop B
 assert_bytes_equal "$TEST_DIR/a.img" "$TEST_DIR/b.img" "$SIZE" "images after $CYCLES freeze/thaw cycles"
-for img in a b; do
-    tmo 60 "$ACK_CHECKER" verify --log "$TEST_DIR/ack.log" --image "$TEST_DIR/$img.img" >"$TEST_DIR/verify.out" 2>&1 ||
-        { cat "$TEST_DIR/verify.out" >&2; fail "acknowledged writes missing from $img.img"; }
-    sed 's/^/    /' "$TEST_DIR/verify.out"
-done
+verify_acked "$TEST_DIR/ack.log" "$TEST_DIR/a.img" "$TEST_DIR/b.img"

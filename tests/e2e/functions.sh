@@ -26,6 +26,7 @@
 #   expect_fail CMD...                 must exit non-zero, not crash, not hang
 #   data_sha IMG SIZE / file_sha FILE / nbd_uri SOCK [EXPORT] / nbd_tcp_uri PORT [EXPORT]
 #   free_tcp_port / random_file PATH BYTES / create_volume IMG SIZE [ARGS...]
+#   small_tmpfs SIZE (sets MNT) / verify_acked LOG IMG...
 #   tmo SECONDS CMD...                 run CMD under timeout(1), scaled
 #   check_log_clean LOG                no sanitizer / valgrind reports
 
@@ -317,6 +318,27 @@ free_tcp_port() {
 
 # Allocated bytes of a file (to check sparseness).
 allocated_bytes() { echo $(($(stat -c '%b * %B' -- "$1"))); }
+
+# small_tmpfs SIZE: a size-limited tmpfs at $TEST_DIR/mnt (sets MNT), for
+# disk-full tests; unmounted at exit.  Skips the test if it cannot mount.
+small_tmpfs() {
+    MNT=$TEST_DIR/mnt
+    mkdir -p "$MNT"
+    mount -t tmpfs -o "size=$1" "repvol-$TEST_NAME" "$MNT" || skip "cannot mount a tmpfs"
+    on_exit "umount -l '$MNT'"
+}
+
+# verify_acked LOG IMG...: every write ack-checker logged as acknowledged is
+# in each image (ACK_CHECKER must be set); prints the checker's summary.
+verify_acked() {
+    local log=$1 img
+    shift
+    for img in "$@"; do
+        tmo 60 "$ACK_CHECKER" verify --log "$log" --image "$img" >"$TEST_DIR/verify.out" 2>&1 ||
+            { cat "$TEST_DIR/verify.out" >&2; fail "acknowledged writes missing from $img"; }
+        sed 's/^/    /' "$TEST_DIR/verify.out"
+    done
+}
 
 # create_volume IMG SIZE_BYTES [ARGS...]: `repvol create`, asserting success.
 create_volume() {
