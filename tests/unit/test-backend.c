@@ -11,6 +11,8 @@
 #include <unistd.h>
 #include <CUnit/Basic.h>
 
+#include "unit-main.h"
+
 #include "repvol/log.h"
 #include "repvol/volume.h"
 
@@ -371,22 +373,17 @@ int main(void)
     if (!mkdtemp(tmpdir))
         return 1;
     snprintf(img, sizeof img, "%s/vol.img", tmpdir);
-
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return CU_get_error();
-    CU_pSuite s = CU_add_suite("backend", NULL, NULL);
-    CU_add_test(s, "buffer pool", test_bufpool);
-    CU_add_test(s, "buffer pool: get_max and size", test_bufpool_get_max);
-    CU_add_test(s, "read/write round trip, O_DIRECT", test_rw_direct);
-    CU_add_test(s, "read/write round trip, buffered", test_rw_buffered);
-    CU_add_test(s, "trim, write-zeroes, extents", test_trim_zero_extents);
-    CU_add_test(s, "bounds, read-only, locking, garbage", test_bounds_and_modes);
-    CU_add_test(s, "64 concurrent writes", test_concurrent);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failures = CU_get_number_of_failures();
-    CU_cleanup_registry();
+    static const struct unit_test tests[] = {
+        { "buffer pool", test_bufpool },
+        { "buffer pool: get_max and size", test_bufpool_get_max },
+        { "read/write round trip, O_DIRECT", test_rw_direct },
+        { "read/write round trip, buffered", test_rw_buffered },
+        { "trim, write-zeroes, extents", test_trim_zero_extents },
+        { "bounds, read-only, locking, garbage", test_bounds_and_modes },
+        { "64 concurrent writes", test_concurrent },
+    };
+    int rc = UNIT_RUN("backend", NULL, NULL, tests);
     unlink(img);
     rmdir(tmpdir);
-    return failures != 0 || CU_get_error();
+    return rc;
 }

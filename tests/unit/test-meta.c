@@ -13,6 +13,8 @@
 #include <sys/wait.h>
 #include <CUnit/Basic.h>
 
+#include "unit-main.h"
+
 #include "repvol/crc32c.h"
 #include "repvol/meta_format.h"
 #include "repvol/wire.h"
@@ -797,14 +799,7 @@ static void test_read_fd_errors(void)
 
 int main(void)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return CU_get_error();
-    CU_pSuite s = CU_add_suite("meta_format", suite_init, suite_cleanup);
-    if (!s) {
-        CU_cleanup_registry();
-        return CU_get_error();
-    }
-    const struct { const char *name; CU_TestFunc fn; } tests[] = {
+    static const struct unit_test tests[] = {
         { "crc32c known answers", test_crc32c_known_answers },
         { "crc32c hw/sw/piecewise agree", test_crc32c_paths_agree },
         { "encode/decode round trip", test_roundtrip },
@@ -822,15 +817,5 @@ int main(void)
         { "create_image removes partial file", test_create_image_cleanup },
         { "read_fd errors", test_read_fd_errors },
     };
-    for (size_t i = 0; i < RV_ARRAY_SIZE(tests); i++)
-        if (!CU_add_test(s, tests[i].name, tests[i].fn)) {
-            CU_cleanup_registry();
-            return CU_get_error();
-        }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failures = CU_get_number_of_failures();
-    unsigned suite_failures = CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return failures != 0 || suite_failures != 0 || CU_get_error();
+    return UNIT_RUN("meta_format", suite_init, suite_cleanup, tests);
 }

@@ -6,6 +6,8 @@
 
 #include <CUnit/Basic.h>
 
+#include "unit-main.h"
+
 #include "repvol/nbd_handshake.h"
 #include "repvol/wire.h"
 
@@ -1326,7 +1328,7 @@ static void test_random_garbage(void)
 
 int main(void)
 {
-    static const struct { const char *name; CU_TestFunc fn; } tests[] = {
+    static const struct unit_test tests[] = {
         { "greeting and output accessors", test_greeting },
         { "GO without info requests", test_go_no_info },
         { "GO with info requests", test_go_with_info },
@@ -1358,21 +1360,5 @@ int main(void)
         { "backpressure", test_backpressure },
         { "random garbage", test_random_garbage },
     };
-
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("nbd_handshake", NULL, NULL);
-    if (!s)
-        goto fail;
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
-        if (!CU_add_test(s, tests[i].name, tests[i].fn))
-            goto fail;
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    CU_cleanup_registry();
-    return failed ? 1 : 0;
-fail:
-    CU_cleanup_registry();
-    return 1;
+    return UNIT_RUN("nbd_handshake", NULL, NULL, tests);
 }

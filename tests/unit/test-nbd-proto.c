@@ -5,6 +5,8 @@
 
 #include <CUnit/Basic.h>
 
+#include "unit-main.h"
+
 #include "repvol/nbd_proto.h"
 #include "repvol/wire.h"
 
@@ -594,7 +596,7 @@ static void test_random_requests(void)
 
 int main(void)
 {
-    static const struct { const char *name; CU_TestFunc fn; } tests[] = {
+    static const struct unit_test tests[] = {
         { "request round trip", test_request_roundtrip },
         { "request truncated", test_request_truncated },
         { "request bad magic", test_request_bad_magic },
@@ -618,21 +620,5 @@ int main(void)
         { "names", test_names },
         { "random requests", test_random_requests },
     };
-
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("nbd_proto", NULL, NULL);
-    if (!s)
-        goto fail;
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
-        if (!CU_add_test(s, tests[i].name, tests[i].fn))
-            goto fail;
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    CU_cleanup_registry();
-    return failed ? 1 : 0;
-fail:
-    CU_cleanup_registry();
-    return 1;
+    return UNIT_RUN("nbd_proto", NULL, NULL, tests);
 }

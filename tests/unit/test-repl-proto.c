@@ -7,6 +7,8 @@
 
 #include <CUnit/Basic.h>
 
+#include "unit-main.h"
+
 #include "repvol/repl_proto.h"
 #include "repvol/wire.h"
 
@@ -1118,7 +1120,7 @@ static void test_random_bytes(void)
 
 int main(void)
 {
-    static const struct { const char *name; CU_TestFunc fn; } tests[] = {
+    static const struct unit_test tests[] = {
         { "header byte layout", test_hdr_layout },
         { "header round trip, every type", test_hdr_roundtrip_every_type },
         { "header truncated 0..39", test_hdr_truncated },
@@ -1146,21 +1148,5 @@ int main(void)
         { "names and mode parsing", test_names },
         { "random bytes into the decoders", test_random_bytes },
     };
-
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 1;
-    CU_pSuite s = CU_add_suite("repl_proto", NULL, NULL);
-    if (!s)
-        goto fail;
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
-        if (!CU_add_test(s, tests[i].name, tests[i].fn))
-            goto fail;
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    CU_cleanup_registry();
-    return failed ? 1 : 0;
-fail:
-    CU_cleanup_registry();
-    return 1;
+    return UNIT_RUN("repl_proto", NULL, NULL, tests);
 }

@@ -3,6 +3,8 @@
 #include <string.h>
 #include <CUnit/Basic.h>
 
+#include "unit-main.h"
+
 #include "repvol/meta_format.h"
 #include "repvol/repl_proto.h"
 #include "repvol/sync_decide.h"
@@ -185,19 +187,14 @@ static void test_policy_names(void)
 
 int main(void)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return CU_get_error();
-    CU_pSuite s = CU_add_suite("sync_decide", NULL, NULL);
-    CU_add_test(s, "same generation", test_in_sync);
-    CU_add_test(s, "same generation, secondary Outdated/Inconsistent/dirty", test_same_gen_secondary);
-    CU_add_test(s, "one side ahead", test_ahead_and_behind);
-    CU_add_test(s, "empty mirror: full sync", test_empty_mirror);
-    CU_add_test(s, "split brain, policies, discard-my-data", test_split_brain);
-    CU_add_test(s, "history (full sync) and unrelated data", test_history_and_unrelated);
-    CU_add_test(s, "policy names", test_policy_names);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failures = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    return failures != 0 || CU_get_error();
+    static const struct unit_test tests[] = {
+        { "same generation", test_in_sync },
+        { "same generation, secondary Outdated/Inconsistent/dirty", test_same_gen_secondary },
+        { "one side ahead", test_ahead_and_behind },
+        { "empty mirror: full sync", test_empty_mirror },
+        { "split brain, policies, discard-my-data", test_split_brain },
+        { "history (full sync) and unrelated data", test_history_and_unrelated },
+        { "policy names", test_policy_names },
+    };
+    return UNIT_RUN("sync_decide", NULL, NULL, tests);
 }

@@ -10,6 +10,8 @@
 #include <unistd.h>
 #include <CUnit/Basic.h>
 
+#include "unit-main.h"
+
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -839,14 +841,7 @@ static void test_bounds(void)
 int main(void)
 {
     rv_log_init("test-tls", RV_LOG_ERROR);     /* expected warnings (expired certificates) */
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return CU_get_error();
-    CU_pSuite s = CU_add_suite("tls", suite_init, suite_cleanup);
-    if (!s) {
-        CU_cleanup_registry();
-        return CU_get_error();
-    }
-    const struct { const char *name; CU_TestFunc fn; } tests[] = {
+    static const struct unit_test tests[] = {
         { "PSK handshake, data both ways, split records, close", test_psk_handshake_and_data },
         { "PSK handshake one byte at a time, hex identity", test_psk_handshake_bytewise },
         { "socket EOF before and after the handshake", test_eof },
@@ -863,15 +858,5 @@ int main(void)
         { "garbage and truncated ciphertext", test_garbage },
         { "bounded buffers", test_bounds },
     };
-    for (size_t i = 0; i < RV_ARRAY_SIZE(tests); i++)
-        if (!CU_add_test(s, tests[i].name, tests[i].fn)) {
-            CU_cleanup_registry();
-            return CU_get_error();
-        }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failures = CU_get_number_of_failures();
-    unsigned suite_failures = CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return failures != 0 || suite_failures != 0 || CU_get_error();
+    return UNIT_RUN("tls", suite_init, suite_cleanup, tests);
 }

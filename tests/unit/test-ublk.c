@@ -6,6 +6,8 @@
 #include <string.h>
 #include <CUnit/Basic.h>
 
+#include "unit-main.h"
+
 #include "repvol/backend.h"
 #include "repvol/ublk.h"
 
@@ -259,19 +261,14 @@ static void test_names(void)
 
 int main(void)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return CU_get_error();
-    CU_pSuite s = CU_add_suite("ublk", NULL, NULL);
-    CU_add_test(s, "feature negotiation", test_negotiate);
-    CU_add_test(s, "device parameters", test_params);
-    CU_add_test(s, "request decoding", test_decode);
-    CU_add_test(s, "commit results", test_commit_result);
-    CU_add_test(s, "opcode encoding", test_opcodes);
-    CU_add_test(s, "mmap and copy offsets", test_offsets);
-    CU_add_test(s, "volume tag, names", test_names);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failures = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    return failures != 0 || CU_get_error();
+    static const struct unit_test tests[] = {
+        { "feature negotiation", test_negotiate },
+        { "device parameters", test_params },
+        { "request decoding", test_decode },
+        { "commit results", test_commit_result },
+        { "opcode encoding", test_opcodes },
+        { "mmap and copy offsets", test_offsets },
+        { "volume tag, names", test_names },
+    };
+    return UNIT_RUN("ublk", NULL, NULL, tests);
 }

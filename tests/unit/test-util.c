@@ -4,6 +4,8 @@
 #include <string.h>
 #include <CUnit/Basic.h>
 
+#include "unit-main.h"
+
 #include "repvol/util.h"
 #include "repvol/wire.h"
 
@@ -217,14 +219,7 @@ static void test_wire(void)
 
 int main(void)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return CU_get_error();
-    CU_pSuite s = CU_add_suite("util", NULL, NULL);
-    if (!s) {
-        CU_cleanup_registry();
-        return CU_get_error();
-    }
-    const struct { const char *name; CU_TestFunc fn; } tests[] = {
+    static const struct unit_test tests[] = {
         { "rv_parse_size", test_parse_size },
         { "rv_format_size", test_format_size },
         { "uuid format/parse round trip", test_uuid_roundtrip },
@@ -233,15 +228,5 @@ int main(void)
         { "clock and macros", test_now_and_macros },
         { "wire.h big-endian helpers", test_wire },
     };
-    for (size_t i = 0; i < RV_ARRAY_SIZE(tests); i++)
-        if (!CU_add_test(s, tests[i].name, tests[i].fn)) {
-            CU_cleanup_registry();
-            return CU_get_error();
-        }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failures = CU_get_number_of_failures();
-    unsigned suite_failures = CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return failures != 0 || suite_failures != 0 || CU_get_error();
+    return UNIT_RUN("util", NULL, NULL, tests);
 }
