@@ -127,15 +127,6 @@ wait_healthy() {
     fail "pair not connected and in sync within $(tscale "$1") s: $P: $(sync_fields "$P"); $S: $(sync_fields "$S")"
 }
 
-wait_export() {
-    local i
-    for ((i = 0; i < $(tscale 10) * 10; i++)); do
-        timeout 5 nbdinfo --size "${NODE_URI[$1]}" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    fail "node $1's export does not answer"
-}
-
 # ---------------------------------------------------------------- client
 
 CHECKER=

@@ -26,18 +26,6 @@ json_field() { # FILE-or-- KEY
     python3 -c 'import json,sys; print(json.load(open(sys.argv[1]) if sys.argv[1] != "-" else sys.stdin)[sys.argv[2]])' "$@"
 }
 
-# sync_fields N: "PEER_STATE SYNC_STATE PERCENT BYTES_DONE BYTES_LEFT RUNS DISK_STATE"
-sync_fields() {
-    node_status_json "$1" 2>/dev/null | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-p = d.get("peer") or {}
-s = p.get("sync") or {}
-print(p.get("state", "none"), s.get("state", "none"), s.get("percent", 0), s.get("bytes_done", 0),
-      s.get("bytes_left", 0), s.get("runs", 0), d.get("disk_state", "?"))' 2>/dev/null ||
-        echo "unknown unknown 0 0 0 0 unknown"
-}
-
 step "sparse 4 GiB primary image: $PIECES random 1 MiB pieces at scattered offsets, written raw"
 create_volume "$TEST_DIR/a.img" "$SIZE" >/dev/null
 python3 - "$TEST_DIR/a.img" "$PIECES" "$SIZE" <<'PY'

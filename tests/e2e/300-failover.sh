@@ -52,16 +52,6 @@ wait_log() {
     return 1
 }
 
-# wait_export N: node N's export answers a handshake (bounded).
-wait_export() {
-    local i
-    for ((i = 0; i < $(tscale 10) * 10; i++)); do
-        timeout 5 nbdinfo --size "${NODE_URI[$1]}" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    fail "node $1's export does not answer"
-}
-
 # verify LOG FILE OUT: ack-checker verify; prints its report indented.
 verify() {
     local rc=0

@@ -18,6 +18,7 @@
 #   node_status_json N                  `repvol status --json` of node N
 #   node_peer_state N                   e.g. connected, disconnected, refused
 #   node_wait_peer_state N STATE [SECS] poll until the peer link is in STATE
+#   wait_export N                       node N's NBD export answers (bounded)
 #   link_down / link_up                 cut / restore the veth (netns mode only)
 #   sync_fields N / wait_resync_done RUNS0 SECS / wait_not_connected N SECS
 #                                       resync progress (see below)
@@ -172,6 +173,16 @@ link_down() {
 link_up() {
     [ "$REPL_NET" = netns ] || fail "link_up needs network namespaces"
     ip -n "${NODE_NS[A]}" link set "rv$$va" up
+}
+
+# wait_export N: node N's export answers a handshake (bounded).
+wait_export() {
+    local i
+    for ((i = 0; i < $(tscale 10) * 10; i++)); do
+        timeout 5 nbdinfo --size "${NODE_URI[$1]}" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    fail "node $1's export does not answer"
 }
 
 # ------------------------------------------------------------ resync
